@@ -1,0 +1,278 @@
+"""The ``edgefusion`` command line: fuse, batch, info, demo, evaluate, train.
+
+Bad input exits with status 2 and one line ``edgefusion: error: ...`` before any
+work; Ctrl-C cancels cleanly (status 130) and nothing is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import __version__
+from .errors import FusionCancelled, InputError
+
+EXIT_BAD_INPUT = 2
+EXIT_CANCELLED = 130
+
+# DICOM Modality (0008,0060) -> our modality names.
+DICOM_MODALITIES = {"CT": "ct", "NM": "spect", "PT": "pet"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    try:
+        return args.func(args)
+    except InputError as error:
+        print(f"edgefusion: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (FusionCancelled, KeyboardInterrupt):
+        print("edgefusion: cancelled; nothing was written", file=sys.stderr)
+        return EXIT_CANCELLED
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="edgefusion", description="EH-DRAN fusion of MRI with CT, SPECT or PET.")
+    parser.add_argument("--version", action="version", version=f"edgefusion {__version__}")
+    commands = parser.add_subparsers(title="commands")
+
+    fuse = commands.add_parser("fuse", help="fuse one MRI with one CT/SPECT/PET image or volume")
+    fuse.add_argument("mri", type=Path, help="MRI: PNG/JPEG/TIFF, NIfTI, NRRD, MHA, or a DICOM series folder")
+    fuse.add_argument("other", type=Path, help="CT, SPECT or PET of the same patient, same formats")
+    fuse.add_argument("-o", "--output", type=Path, required=True, help="output file (.nii.gz, .nrrd, .mha, .png, .tif)")
+    fuse.add_argument("--modality", choices=["ct", "spect", "pet"],
+                      help="modality of OTHER (default: from its DICOM tags or file name)")
+    _add_engine_options(fuse)
+    fuse.add_argument("--axis", default="auto",
+                      help="slicing axis of volumes: 0, 1, 2 (numpy z, y, x) or auto = acquisition plane (default)")
+    fuse.add_argument("--ct-window", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                      help="Hounsfield window of a CT in HU (default -100 200)")
+    fuse.add_argument("--colormap", help="show a scalar SPECT/PET through this matplotlib colour map "
+                                         "(e.g. hot, inferno) and fuse in colour; default: fuse as grey")
+    fuse.set_defaults(func=run_fuse)
+
+    batch = commands.add_parser("batch", help="fuse every pair of same-named 2D images in two folders")
+    batch.add_argument("--task", required=True, choices=["MRI-CT", "MRI-SPECT", "MRI-PET"])
+    batch.add_argument("--mri-dir", type=Path, required=True)
+    batch.add_argument("--other-dir", type=Path, required=True)
+    batch.add_argument("--out-dir", type=Path, required=True, help="receives NAME.png for every pair (created if needed)")
+    _add_engine_options(batch)
+    batch.set_defaults(func=run_batch)
+
+    info = commands.add_parser("info", help="version, model, bundled weights, devices")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.set_defaults(func=run_info)
+
+    demo = commands.add_parser("demo", help="fuse the bundled sample data and write a comparison figure")
+    demo.add_argument("--out-dir", type=Path, default=Path("demo-output"))
+    demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    demo.set_defaults(func=run_demo)
+
+    for module in ("evaluate", "training"):
+        _register_optional(module, commands)
+    return parser
+
+
+def _register_optional(module: str, commands) -> None:
+    """Sub-commands defined beside their code (evaluate.py, training.py)."""
+    import importlib
+
+    importlib.import_module(f"EdgeFusionLib.{module}").register_cli(commands)
+
+
+def _add_engine_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--method", "--rule", dest="method",
+                        help="fusion method: a latent rule (sfnn, sfnn-max, ..., average, max, energy-ratio, "
+                             "l1-weighting) or a pixel baseline (pixel-average, pixel-max, laplacian-pyramid, dwt, "
+                             "guided-filter); default: the task's default. See `edgefusion info`.")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--batch-size", type=int, help="slices per batch (default: 1 on CPU, 16 on CUDA)")
+
+
+# ------------------------------------------------------------------------- fuse
+
+def run_fuse(args) -> int:
+    from .fusion import TASK_OF_MODALITY, fuse_images
+    from .io import check_writable, read_image, write_image
+    from .methods import get_method
+
+    check_writable(args.output)
+    if args.method:
+        get_method(args.method)
+    mri = read_image(args.mri, "MRI")
+    other = read_image(args.other, "other image")
+    modality = args.modality or guess_modality(other, args.other)
+    axis = _parse_axis(args.axis)
+    colour_table = _colormap(args.colormap) if args.colormap else None
+    if colour_table is not None and modality == "ct":
+        raise InputError("--colormap applies to SPECT or PET, not CT")
+    options = {"ct_window": tuple(args.ct_window)} if args.ct_window else {}
+    started = time.perf_counter()
+    with _progress_bar("fusing") as progress:
+        fused = fuse_images(mri, other, modality, method=args.method, axis=axis, device=args.device,
+                            batch_size=args.batch_size, colour_table=colour_table, progress=progress, **options)
+    write_image(fused, args.output)
+    print(f"wrote {args.output} ({TASK_OF_MODALITY[modality]}, {time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    return 0
+
+
+def guess_modality(image, path: Path) -> str:
+    """Modality from the DICOM Modality tag, else from a word in the file name."""
+    if image.HasMetaDataKey("0008|0060"):
+        tag = image.GetMetaData("0008|0060").strip().upper()
+        if tag in DICOM_MODALITIES:
+            return DICOM_MODALITIES[tag]
+    words = set(re.split(r"[^a-z]+", path.name.lower()))
+    found = [modality for modality in ("ct", "spect", "pet") if modality in words]
+    if len(found) == 1:
+        return found[0]
+    raise InputError(f"cannot tell whether {path} is CT, SPECT or PET; pass --modality ct|spect|pet")
+
+
+def _parse_axis(text: str) -> int | None:
+    if text == "auto":
+        return None
+    if text in ("0", "1", "2"):
+        return int(text)
+    raise InputError(f"--axis must be 0, 1, 2 or auto, got {text!r}")
+
+
+def _colormap(name: str):
+    import matplotlib
+    import numpy as np
+
+    try:
+        cmap = matplotlib.colormaps[name]
+    except KeyError:
+        raise InputError(f"unknown colour map {name!r} (see matplotlib's colour maps, e.g. hot, inferno, jet)") from None
+    return cmap(np.linspace(0.0, 1.0, 256))[:, :3].astype(np.float32)
+
+
+class _progress_bar:
+    """A tqdm bar on a terminal (slices done / total); silent otherwise."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.bar = None
+
+    def __enter__(self):
+        return self.update
+
+    def update(self, done: int, total: int) -> None:
+        if not sys.stderr.isatty():
+            return
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, desc=self.label, unit="slice", file=sys.stderr)
+        self.bar.update(done - self.bar.n)
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.close()
+        return False
+
+
+# ------------------------------------------------------------------------ batch
+
+def run_batch(args) -> int:
+    """Fuse every same-named pair; outputs appear in OUT_DIR only when all succeeded."""
+    import SimpleITK as sitk
+
+    from .atlas import TASKS, find_pairs, unmatched_names
+    from .fusion import prepare_inputs
+    from .io import read_image, write_image
+
+    modality = TASKS[args.task][1]
+    pairs = find_pairs(args.mri_dir, args.other_dir)
+    out_dir = args.out_dir
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"--out-dir is a file: {out_dir}")
+    parent = out_dir if out_dir.exists() else out_dir.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise InputError(f"cannot write into {out_dir}")
+    images = []
+    for pair in pairs:  # read and check everything before any fusion work
+        mri, other = prepare_inputs(read_image(pair.mri_path, "MRI"), read_image(pair.other_path, modality.upper()), modality)
+        if mri.GetDimension() != 2:
+            raise InputError(f"batch fuses 2D images; {pair.mri_path} is {mri.GetDimension()}D (use `edgefusion fuse`)")
+        images.append((pair.name, mri, other))
+    skipped = unmatched_names(args.mri_dir, args.other_dir)
+    if skipped:
+        print(f"edgefusion: {len(skipped)} image(s) without a partner skipped: {', '.join(skipped[:5])}", file=sys.stderr)
+
+    from .fusion import fuse_images
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".edgefusion-partial-", dir=out_dir))
+    try:
+        with _progress_bar("fusing pairs") as progress:
+            for done, (name, mri, other) in enumerate(images, start=1):
+                fused = fuse_images(mri, other, modality, method=args.method, device=args.device, batch_size=args.batch_size)
+                if modality != "ct" and fused.GetNumberOfComponentsPerPixel() == 1:
+                    # The contract is RGB PNGs for SPECT/PET, even for a grey input.
+                    grey = sitk.Cast(sitk.Round(fused * 255.0), sitk.sitkUInt8)
+                    fused = sitk.Compose([grey, grey, grey])
+                write_image(fused, staging / f"{name}.png")
+                progress(done, len(images))
+        for produced in sorted(staging.iterdir()):
+            os.replace(produced, out_dir / produced.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    print(f"wrote {len(images)} fused images to {out_dir}", file=sys.stderr)
+    return 0
+
+
+# ------------------------------------------------------------------------- info
+
+def info_dict() -> dict:
+    from .engine import available_devices
+    from .methods import DEFAULT_METHOD, method_names
+    from .network import EHDRAN, count_parameters
+    from .weights import available_tasks, models_dir
+
+    return {
+        "version": __version__,
+        "model": "EH-DRAN",
+        "parameters": count_parameters(EHDRAN()),
+        "models_dir": str(models_dir()),
+        "tasks": {task: {"file": entry["file"], "sha256": entry["sha256"]} for task, entry in available_tasks().items()},
+        "default_methods": DEFAULT_METHOD,
+        "methods": method_names(),
+        "devices": available_devices(),
+    }
+
+
+def run_info(args) -> int:
+    info = info_dict()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"edgefusion {info['version']}: {info['model']}, {info['parameters']:,} parameters")
+    print(f"weights ({info['models_dir']}):")
+    for task, entry in info["tasks"].items() or [("none", {"file": "-", "sha256": "-"})]:
+        print(f"  {task:10s} {entry['file']}  sha256 {entry['sha256']}")
+    print("methods: " + ", ".join(info["methods"]))
+    print("devices: " + ", ".join(f"{d['device']} ({d['name']})" for d in info["devices"]))
+    return 0
+
+
+def run_demo(args) -> int:
+    from .demo import run_demo as demo
+
+    return demo(args.out_dir, args.device)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Colour handling for pseudo-colour SPECT/PET (METHOD.md section 3).
+
+The network fuses one grey channel. A pseudo-colour image is split into
+luma Y and chroma Cb/Cr (ITU-R BT.601 full range, as PIL's ``convert('YCbCr')``);
+Y is fused with the MRI and the original chroma is put back.
+
+All functions work on float arrays in [0, 1] with colour in the last axis.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# BT.601 full-range (JPEG/JFIF) matrix, rows Y, Cb, Cr; chroma is offset by 0.5.
+_RGB_TO_YCBCR = np.array(
+    [
+        [0.299, 0.587, 0.114],
+        [-0.168736, -0.331264, 0.5],
+        [0.5, -0.418688, -0.081312],
+    ],
+    dtype=np.float64,
+)
+_YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR)
+
+
+def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
+    """RGB in [0, 1], shape (..., 3) -> YCbCr in [0, 1], shape (..., 3) (float32)."""
+    rgb = np.asarray(rgb, dtype=np.float32)
+    if rgb.shape[-1] != 3:
+        raise ValueError(f"expected an RGB array with 3 components in the last axis, got shape {rgb.shape}")
+    ycc = rgb @ _RGB_TO_YCBCR.T.astype(np.float32)
+    ycc[..., 1:] += 0.5
+    return ycc
+
+
+def ycbcr_to_rgb(ycc: np.ndarray) -> np.ndarray:
+    """YCbCr in [0, 1], shape (..., 3) -> RGB clipped to [0, 1] (float32)."""
+    ycc = np.array(ycc, dtype=np.float32)  # copy: the chroma offset is removed in place
+    if ycc.shape[-1] != 3:
+        raise ValueError(f"expected a YCbCr array with 3 components in the last axis, got shape {ycc.shape}")
+    ycc[..., 1:] -= 0.5
+    return np.clip(ycc @ _YCBCR_TO_RGB.T.astype(np.float32), 0.0, 1.0)
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """Y (BT.601) of an RGB array in [0, 1], shape (..., 3) -> (...)."""
+    return rgb_to_ycbcr(rgb)[..., 0]
+
+
+def replace_luma(rgb: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Return ``rgb`` with its luma replaced by ``y`` and its chroma kept, in [0, 1]."""
+    ycc = rgb_to_ycbcr(rgb)
+    if y.shape != ycc.shape[:-1]:
+        raise ValueError(f"luma shape {y.shape} does not match image shape {ycc.shape[:-1]}")
+    ycc[..., 0] = y
+    return ycbcr_to_rgb(ycc)
+
+
+def apply_colour_table(values: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Map scalars in [0, 1] through a colour table, as a slice viewer displays them.
+
+    ``table`` has shape (K, 3) or (K, 4) with entries in [0, 1] (alpha is dropped);
+    value 0 maps to entry 0 and value 1 to entry K-1 (nearest entry, like vtkLookupTable).
+    Returns float32 RGB with shape ``values.shape + (3,)``.
+    """
+    table = np.asarray(table, dtype=np.float32)
+    if table.ndim != 2 or table.shape[1] not in (3, 4) or len(table) < 2:
+        raise ValueError(f"a colour table must have shape (K>=2, 3 or 4), got {table.shape}")
+    index = np.rint(np.clip(values, 0.0, 1.0) * (len(table) - 1)).astype(np.intp)
+    return table[index, :3]

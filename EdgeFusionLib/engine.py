@@ -1,0 +1,200 @@
+"""Slice-wise fusion of 2D images and 3D volumes: batching, device, progress, cancel.
+
+The engine takes arrays, never files or nodes. It walks the slices of the MRI
+along one axis in batches, normalises each batch with the given intensity windows,
+fuses it and writes it into the preallocated output, so that working memory is one
+batch whatever the number of slices (the inputs and the output are the only
+volume-sized arrays).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from .colour import apply_colour_table, rgb_to_ycbcr, ycbcr_to_rgb
+from .errors import FusionCancelled, InputError
+from .intensity import UNIT_WINDOW, IntensityWindow
+from .methods import DEFAULT_METHOD, get_method
+
+ProgressCallback = Callable[[int, int], None]
+CancelCallback = Callable[[], bool]
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+#: Slices per batch when the user does not choose. On CPU one slice at a time is
+#: fastest (the 64-channel activations of a 256x256 slice already fill the caches,
+#: measured in benchmarks/); a GPU wants many.
+DEFAULT_BATCH_SIZE = {"cpu": 1, "cuda": 16, "mps": 8}
+
+
+def resolve_device(device: str = "auto") -> str:
+    """'auto' -> 'cuda' if available, else 'mps', else 'cpu'; other names are checked."""
+    import torch
+
+    if device not in DEVICES:
+        raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    cuda = torch.cuda.is_available()
+    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    if device == "auto":
+        return "cuda" if cuda else "mps" if mps else "cpu"
+    if (device == "cuda" and not cuda) or (device == "mps" and not mps):
+        raise InputError(f"device {device!r} was requested but is not available on this machine")
+    return device
+
+
+def available_devices() -> list[dict]:
+    """Devices torch can use here, with a human-readable name each."""
+    import platform
+
+    import torch
+
+    devices = [{"device": "cpu", "name": platform.processor() or platform.machine()}]
+    for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        devices.append({"device": f"cuda:{index}", "name": torch.cuda.get_device_name(index)})
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append({"device": "mps", "name": "Apple Metal"})
+    return devices
+
+
+class FusionEngine:
+    """Fuses an MRI with another modality, slice by slice, with one method.
+
+    ``method``: a name from :func:`EdgeFusionLib.methods.method_names` (default: the
+    task's default). Latent methods need EH-DRAN weights: ``model`` (an
+    :class:`~EdgeFusionLib.network.EHDRAN`) or, when None, the bundled weights of
+    ``task``. ``batch_size`` None picks the device's default.
+    """
+
+    def __init__(self, method: str | None = None, task: str = "MRI-CT", device: str = "auto",
+                 batch_size: int | None = None, model=None):
+        from .atlas import check_task
+
+        check_task(task)
+        self.method = get_method(method or DEFAULT_METHOD[task])
+        self.task = task
+        self.device = resolve_device(device)
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise InputError(f"batch size must be a positive integer, got {batch_size!r}")
+        self.batch_size = batch_size or DEFAULT_BATCH_SIZE[self.device]
+        self._encoder = self._decoder = self._rule = None
+        if self.method.needs_model:
+            self._prepare_network(model)
+
+    def _prepare_network(self, model) -> None:
+        import copy
+
+        import torch
+
+        from .folded import FoldedEncoder
+        from .rules import LATENT_RULES
+        from .weights import load_model
+
+        if model is None:
+            model = load_model(self.task, "cpu")
+        model = model.eval()
+        device = torch.device(self.device)
+        self._encoder = FoldedEncoder(model).to(device).eval()
+        self._decoder = copy.deepcopy(model.decoder).to(device).to(memory_format=torch.channels_last).eval()
+        self._rule = LATENT_RULES[self.method.name]
+        if self.device == "cuda":
+            # Same input, same GPU, same output: no autotuned (nondeterministic) conv algorithms.
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+
+    # ---------------------------------------------------------------- public API
+
+    def fuse(self, mri: np.ndarray, other: np.ndarray, *, axis: int = 0,
+             mri_window: IntensityWindow = UNIT_WINDOW, other_window: IntensityWindow = UNIT_WINDOW,
+             colour_table: np.ndarray | None = None,
+             progress: ProgressCallback | None = None, cancel: CancelCallback | None = None) -> np.ndarray:
+        """Fuse two registered images of the same grid.
+
+        mri:   (H, W) or (N0, N1, N2) scalar array, raw values mapped by ``mri_window``.
+        other: the same shape (scalar, mapped by ``other_window``), or that shape plus a
+               last axis of 3 (RGB, mapped by ``other_window``, e.g. 0-255 for 8-bit).
+               A scalar ``other`` with a ``colour_table`` (K, 3) is shown through the table
+               first (METHOD.md section 3) and fused as colour.
+        axis:  slicing axis for 3D arrays.
+        Returns float32 [0, 1] with the MRI's shape (grey), or uint8 RGB with a last
+        axis of 3 (colour). ``cancel()`` returning True raises FusionCancelled.
+        """
+        colour = other.shape == mri.shape + (3,) or colour_table is not None
+        self._check_shapes(mri, other, axis, colour_table)
+        volume = mri.ndim == 3
+        mri_slices = np.moveaxis(mri, axis, 0) if volume else mri[np.newaxis]
+        other_slices = np.moveaxis(other, axis, 0) if volume else other[np.newaxis]
+        if colour:
+            output = np.empty(mri.shape + (3,), dtype=np.uint8)
+        else:
+            output = np.empty(mri.shape, dtype=np.float32)
+        output_slices = np.moveaxis(output, axis, 0) if volume else output[np.newaxis]
+
+        total = mri_slices.shape[0]
+        for start in range(0, total, self.batch_size):
+            if cancel is not None and cancel():
+                raise FusionCancelled("fusion cancelled")
+            stop = min(start + self.batch_size, total)
+            mri01 = mri_window.apply(mri_slices[start:stop])
+            if not colour:
+                output_slices[start:stop] = self.fuse_grey(mri01, other_window.apply(other_slices[start:stop]))
+            else:
+                if colour_table is not None:
+                    rgb = apply_colour_table(other_window.apply(other_slices[start:stop]), colour_table)
+                else:
+                    rgb = other_window.apply(other_slices[start:stop])
+                ycc = rgb_to_ycbcr(rgb)
+                ycc[..., 0] = self.fuse_grey(mri01, ycc[..., 0])
+                output_slices[start:stop] = np.rint(ycbcr_to_rgb(ycc) * 255).astype(np.uint8)
+            if progress is not None:
+                progress(stop, total)
+        return output
+
+    def fuse_grey(self, mri01: np.ndarray, other01: np.ndarray) -> np.ndarray:
+        """Fuse a batch of slices (B, H, W) in [0, 1] -> (B, H, W) float32 in [0, 1]."""
+        if not self.method.needs_model:
+            from .baselines import PIXEL_METHODS
+
+            fuse = PIXEL_METHODS[self.method.name]
+            return np.stack([fuse(a, b) for a, b in zip(mri01, other01)]).astype(np.float32, copy=False)
+        return self._fuse_latent(mri01, other01)
+
+    # ---------------------------------------------------------------- internals
+
+    def _fuse_latent(self, mri01: np.ndarray, other01: np.ndarray) -> np.ndarray:
+        import torch
+
+        device = torch.device(self.device)
+        with torch.inference_mode():
+            height, width = mri01.shape[-2:]
+            latents = []
+            for image in (mri01, other01):
+                tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device).unsqueeze(1)
+                latents.append(self._encoder(pad_to_even(tensor))[..., :height, :width])
+            fused = self._decoder(self._rule(*latents).contiguous(memory_format=torch.channels_last))
+            return fused.clamp_(0, 1)[:, 0].float().cpu().numpy()
+
+    def _check_shapes(self, mri: np.ndarray, other: np.ndarray, axis: int, colour_table) -> None:
+        if mri.ndim not in (2, 3):
+            raise InputError(f"the MRI must be a 2D image or a 3D volume of scalars, got an array of shape {mri.shape}")
+        if other.shape not in (mri.shape, mri.shape + (3,)):
+            raise InputError(f"the images have different sizes: MRI {mri.shape}, other {other.shape}")
+        if colour_table is not None and other.shape != mri.shape:
+            raise InputError("a colour table applies to a scalar image, but the other image is already RGB")
+        if mri.ndim == 3 and axis not in (0, 1, 2):
+            raise InputError(f"slice axis must be 0, 1 or 2, got {axis}")
+
+
+def pad_to_even(images):
+    """Reflect-pad (B, 1, H, W) at the bottom/right to even H and W (replicate for size 1).
+
+    The attention mask pools 2x2, so EH-DRAN needs even sizes; callers crop back.
+    """
+    import torch.nn.functional as F
+
+    height, width = images.shape[-2:]
+    pad = (0, width % 2, 0, height % 2)
+    if pad == (0, 0, 0, 0):
+        return images
+    mode = "reflect" if min(height, width) > 1 else "replicate"
+    return F.pad(images, pad, mode=mode)

@@ -1,0 +1,123 @@
+"""Fusing images: checks, resampling onto the MRI grid, intensity windows, colour.
+
+This is the one entry point that the command line, the batch and evaluate commands
+and the Slicer module share. It works on SimpleITK images; the result carries the
+MRI's geometry (size, spacing, origin, direction).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+from .engine import CancelCallback, FusionEngine, ProgressCallback
+from .errors import InputError
+from .intensity import CT_WINDOW_HU, EIGHT_BIT_WINDOW, IntensityWindow, window_for
+from .io import as_rgb_or_scalar, as_scalar, check_image, resample_onto, squeeze_single_slice
+
+#: modality of the other image -> task (which trained model fuses it)
+TASK_OF_MODALITY = {"ct": "MRI-CT", "spect": "MRI-SPECT", "pet": "MRI-PET"}
+
+
+def check_modality(modality: str) -> str:
+    if modality not in TASK_OF_MODALITY:
+        raise InputError(f"unknown modality {modality!r}; choose one of {', '.join(TASK_OF_MODALITY)}")
+    return modality
+
+
+def default_axis(image) -> int:
+    """The numpy axis (of ``GetArrayFromImage``'s z, y, x order) across the acquisition plane.
+
+    That is the axis of the largest spacing (thick slices); isotropic volumes use axial (0).
+    """
+    if image.GetDimension() == 2:
+        return 0
+    spacing = np.array(image.GetSpacing())  # x, y, z
+    thickest = int(np.argmax(spacing[::-1]))  # numpy order z, y, x; argmax takes the first (z) on ties
+    return thickest if spacing[::-1][thickest] > spacing.min() * 1.01 else 0
+
+
+def prepare_inputs(mri, other, modality: str, colour_table: np.ndarray | None = None):
+    """Checked (mri, other) images, ``other`` resampled onto the MRI grid. Does no fusion work."""
+    check_modality(modality)
+    mri = squeeze_single_slice(as_scalar(mri, "MRI"))
+    other = squeeze_single_slice(as_rgb_or_scalar(other, modality.upper()))
+    check_image(mri, "MRI")
+    check_image(other, modality.upper())
+    if other.GetNumberOfComponentsPerPixel() == 3 and modality == "ct":
+        other = as_scalar(other, "CT")
+    if colour_table is not None and other.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"a colour table was given but the {modality.upper()} image is already RGB")
+    if mri.GetDimension() != other.GetDimension():
+        raise InputError(f"the MRI is {mri.GetDimension()}D but the {modality.upper()} is {other.GetDimension()}D")
+    if mri.GetDimension() == 2:
+        # 2D images (PNG, JPEG) carry no reliable geometry: they must already be registered pixel to pixel.
+        if mri.GetSize() != other.GetSize():
+            raise InputError(f"the 2D images have different sizes: MRI {mri.GetSize()}, {modality.upper()} {other.GetSize()}")
+        return mri, other
+    return mri, resample_onto(mri, other, modality.upper())
+
+
+def fuse_images(mri, other, modality: str, *, method: str | None = None, axis: int | None = None,
+                device: str = "auto", batch_size: int | None = None, model=None,
+                colour_table: np.ndarray | None = None, colour_range: tuple[float, float] | None = None,
+                ct_window: tuple[float, float] = CT_WINDOW_HU,
+                progress: ProgressCallback | None = None, cancel: CancelCallback | None = None):
+    """Fuse an MRI with a CT, SPECT or PET image or volume (SimpleITK images).
+
+    modality:     'ct', 'spect' or 'pet' (the other image); picks the trained model.
+    method:       fusion method name (default: the task's default, see ``methods``).
+    axis:         numpy slicing axis for volumes (default :func:`default_axis`).
+    colour_table: (K, 3) in [0, 1] for a scalar SPECT/PET shown in pseudo-colour;
+                  ``colour_range`` = the displayed (low, high) values (default: the counts window).
+    Returns a float32 image in [0, 1] (grey) or a uint8 RGB vector image (colour input),
+    with the MRI's geometry. Raises InputError before any work for bad input and
+    FusionCancelled when ``cancel()`` returns True.
+    """
+    sitk = _sitk()
+    mri, other = prepare_inputs(mri, other, modality, colour_table)
+    engine = FusionEngine(method, TASK_OF_MODALITY[modality], device, batch_size, model)
+    if axis is None:
+        axis = default_axis(mri)
+    mri_values = sitk.GetArrayViewFromImage(mri)
+    other_values = sitk.GetArrayViewFromImage(other)
+    other_window = _other_window(other_values, other.GetNumberOfComponentsPerPixel(), modality, colour_range, ct_window)
+    fused = engine.fuse(mri_values, other_values, axis=axis, mri_window=window_for(mri_values, "mri"),
+                        other_window=other_window, colour_table=colour_table, progress=progress, cancel=cancel)
+    image = sitk.GetImageFromArray(fused, isVector=fused.ndim == mri_values.ndim + 1)
+    image.CopyInformation(mri)
+    return image
+
+
+def _other_window(values: np.ndarray, components: int, modality: str, colour_range, ct_window) -> IntensityWindow:
+    if colour_range is not None:
+        return IntensityWindow(*colour_range)
+    if components == 3:
+        # RGB pseudo-colour: 8-bit, or already in [0, 1] / [0, max] for float RGB.
+        return EIGHT_BIT_WINDOW if values.dtype == np.uint8 else IntensityWindow(0.0, max(float(values.max()), 1e-12))
+    return window_for(values, modality, ct_window)
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_engine(task: str, method: str | None, device: str) -> FusionEngine:
+    return FusionEngine(method, task, device)
+
+
+def fuse_2d_arrays(mri01: np.ndarray, other01: np.ndarray, task: str, method: str | None = None,
+                   device: str = "auto") -> np.ndarray:
+    """Fuse one registered 2D pair already in [0, 1] (grey, or the Y of a colour image).
+
+    For evaluations and batch jobs: the engine (and its weights) is loaded once per
+    (task, method, device) and reused. Returns (H, W) float32 in [0, 1].
+    """
+    if mri01.ndim != 2 or mri01.shape != other01.shape:
+        raise InputError(f"expected two 2D images of the same size, got {mri01.shape} and {other01.shape}")
+    engine = _cached_engine(task, method, device)
+    return engine.fuse_grey(mri01[np.newaxis].astype(np.float32), other01[np.newaxis].astype(np.float32))[0]
+
+
+def _sitk():
+    import SimpleITK as sitk
+
+    return sitk

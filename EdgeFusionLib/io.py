@@ -1,0 +1,190 @@
+"""Reading, checking, resampling and writing images and volumes with SimpleITK.
+
+2D: PNG, JPEG, TIFF, BMP. 3D: NIfTI, NRRD, MHA/MHD and DICOM series (a folder).
+Every check raises :class:`~EdgeFusionLib.errors.InputError` with a one-line message
+naming the file and the problem, before any fusion work starts.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+# Single-file formats only: a header + data pair (.nhdr, .mhd) could not be renamed atomically.
+WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".png", ".tif", ".tiff")
+TWO_D_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def _sitk():
+    import SimpleITK as sitk
+
+    return sitk
+
+
+def full_suffix(path: Path | str) -> str:
+    """'.nii.gz' for 'a.nii.gz', else the last suffix, lower case."""
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def read_image(path: Path | str, role: str = "image"):
+    """A SimpleITK image from a file, or from a folder holding one DICOM series."""
+    sitk = _sitk()
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{role} not found: {path}")
+    try:
+        if path.is_dir():
+            series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
+            if not series:
+                raise InputError(f"{role} folder {path} holds no DICOM series")
+            if len(series) > 1:
+                raise InputError(f"{role} folder {path} holds {len(series)} DICOM series; point to a folder with one")
+            reader = sitk.ImageSeriesReader()
+            reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
+            reader.MetaDataDictionaryArrayUpdateOn()
+            image = reader.Execute()
+            if reader.HasMetaDataKey(0, "0008|0060"):
+                image.SetMetaData("0008|0060", reader.GetMetaData(0, "0008|0060"))
+            return image
+        return sitk.ReadImage(str(path))
+    except InputError:
+        raise
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown format"
+        raise InputError(f"cannot read {role} {path}: {reason}") from None
+
+
+def as_scalar(image, role: str):
+    """The image as one scalar channel. Grey stored as RGB(A) (all channels equal) is accepted."""
+    sitk = _sitk()
+    components = image.GetNumberOfComponentsPerPixel()
+    if components == 1:
+        return image
+    view = sitk.GetArrayViewFromImage(image)
+    if components in (3, 4) and np.array_equal(view[..., 0], view[..., 1]) and np.array_equal(view[..., 0], view[..., 2]):
+        return sitk.VectorIndexSelectionCast(image, 0)
+    raise InputError(f"the {role} must be a single-channel (grey) image, but it has {components} channels")
+
+
+def as_rgb_or_scalar(image, role: str):
+    """A scalar image, or a 3-channel RGB image (alpha dropped); other channel counts are refused."""
+    sitk = _sitk()
+    components = image.GetNumberOfComponentsPerPixel()
+    if components == 1:
+        return image
+    if components == 4:
+        return sitk.Compose([sitk.VectorIndexSelectionCast(image, index) for index in range(3)])
+    if components == 3:
+        return image
+    raise InputError(f"the {role} has {components} channels; expected grey or RGB")
+
+
+def check_image(image, role: str) -> None:
+    """2D or 3D, not empty, finite, not constant."""
+    sitk = _sitk()
+    dimension = image.GetDimension()
+    if dimension not in (2, 3):
+        raise InputError(f"the {role} is {dimension}D; only 2D images and 3D volumes can be fused")
+    if 0 in image.GetSize():
+        raise InputError(f"the {role} is empty (size {image.GetSize()})")
+    values = sitk.GetArrayViewFromImage(image)
+    low, high = values.min(), values.max()  # NaN propagates through min/max: no temporary arrays
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise InputError(f"the {role} contains NaN or infinite values")
+    if low == high:
+        raise InputError(f"the {role} is constant (all values {low}); there is nothing to fuse")
+
+
+def squeeze_single_slice(image):
+    """A 3D image with one slice (e.g. a single DICOM file) as 2D; anything else unchanged."""
+    sitk = _sitk()
+    if image.GetDimension() == 3 and image.GetSize()[2] == 1:
+        return image[:, :, 0]
+    return image
+
+
+def same_grid(a, b, tolerance: float = 1e-4) -> bool:
+    """True when two images share size, spacing, origin and direction."""
+    return (
+        a.GetSize() == b.GetSize()
+        and np.allclose(a.GetSpacing(), b.GetSpacing(), atol=tolerance)
+        and np.allclose(a.GetOrigin(), b.GetOrigin(), atol=tolerance)
+        and np.allclose(a.GetDirection(), b.GetDirection(), atol=tolerance)
+    )
+
+
+def physical_bounds(image) -> tuple[np.ndarray, np.ndarray]:
+    """Axis-aligned (min, max) corners of the image's voxel extent in physical space (mm)."""
+    size = np.array(image.GetSize(), dtype=float)
+    corners = np.array(np.meshgrid(*[[-0.5, s - 0.5] for s in size], indexing="ij")).reshape(len(size), -1).T
+    points = np.array([image.TransformContinuousIndexToPhysicalPoint(corner.tolist()) for corner in corners])
+    return points.min(axis=0), points.max(axis=0)
+
+
+def overlap_fraction(reference, moving) -> float:
+    """Fraction of the reference's bounding box that the moving image's bounding box covers."""
+    ref_low, ref_high = physical_bounds(reference)
+    mov_low, mov_high = physical_bounds(moving)
+    inter = np.clip(np.minimum(ref_high, mov_high) - np.maximum(ref_low, mov_low), 0, None)
+    return float(np.prod(inter) / np.prod(ref_high - ref_low))
+
+
+def resample_onto(reference, moving, role: str = "other image"):
+    """``moving`` resampled (linear) onto ``reference``'s grid in physical space.
+
+    Voxels outside ``moving`` get its minimum value (background). Refuses images whose
+    physical extents do not overlap. Returns ``moving`` itself when the grids already match.
+    """
+    sitk = _sitk()
+    if same_grid(reference, moving):
+        return moving
+    if overlap_fraction(reference, moving) <= 0:
+        raise InputError(f"the MRI and the {role} do not overlap in physical space; are they of the same patient and registered?")
+    background = float(sitk.GetArrayViewFromImage(moving).min())
+    return sitk.Resample(moving, reference, sitk.Transform(), sitk.sitkLinear, background, moving.GetPixelID())
+
+
+def check_writable(path: Path | str) -> Path:
+    """The output path, after checking its format and that its folder exists and is writable."""
+    path = Path(path)
+    if full_suffix(path) not in WRITE_SUFFIXES:
+        raise InputError(f"cannot write {path}: use one of {', '.join(WRITE_SUFFIXES)}")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"output folder is not writable: {folder}")
+    if path.is_dir():
+        raise InputError(f"output path is a folder: {path}")
+    return path
+
+
+def to_savable(image, path: Path | str):
+    """Cast for the format: PNG/TIFF get 8 bits (float [0, 1] scaled to 0-255), others unchanged."""
+    sitk = _sitk()
+    if full_suffix(path) in TWO_D_SUFFIXES and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
+        return sitk.Cast(sitk.Round(sitk.Clamp(image, lowerBound=0.0, upperBound=1.0) * 255.0), sitk.sitkUInt8)
+    return image
+
+
+def write_image(image, path: Path | str) -> None:
+    """Write atomically: a temporary file in the same folder, renamed when complete."""
+    sitk = _sitk()
+    path = check_writable(path)
+    if full_suffix(path) in TWO_D_SUFFIXES and image.GetDimension() != 2:
+        raise InputError(f"cannot write a {image.GetDimension()}D volume as {full_suffix(path)}; use .nii.gz or .nrrd")
+    suffix = full_suffix(path)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent)
+    os.close(handle)
+    try:
+        sitk.WriteImage(to_savable(image, path), temporary, useCompression=suffix not in TWO_D_SUFFIXES)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise

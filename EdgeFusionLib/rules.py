@@ -1,0 +1,130 @@
+"""Parameter-free fusion rules on EH-DRAN latents (METHOD.md section 2).
+
+Every rule takes the two encoder outputs f1 (MRI) and f2 (other modality), each
+(B, C, H, W), and returns the fused latent (B, C, H, W) that the decoder turns
+into the fused image. B is a batch of slices; scalar weights are per slice.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+LatentRule = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+# Guards divisions where both sources have (near) zero activity: the weights fall back to 1/2.
+_EPS = 1e-12
+
+
+def nuclear_norms(maps: torch.Tensor) -> torch.Tensor:
+    """Nuclear norm (sum of singular values) of every H x W map: (B, C, H, W) -> (B, C), float64.
+
+    Computed in one batched call, without a host sync per map: the singular values of
+    an H x W matrix S are the square roots of the eigenvalues of its Gram matrix S^T S
+    (taken over the smaller side). float64 keeps tiny singular values from being drowned
+    by rounding noise (float32 Gram matrices lose ~1e-4 of the norm on low-rank maps).
+    """
+    s = maps.to(torch.float64)
+    if s.shape[-2] < s.shape[-1]:
+        s = s.transpose(-1, -2)
+    gram = s.transpose(-1, -2) @ s
+    eigenvalues = torch.linalg.eigvalsh(gram)
+    return eigenvalues.clamp_min(0).sqrt().sum(-1)
+
+
+#: Channel reductions of the softmax nuclear norms n_i^k -> activity a_i (per slice).
+#: 'mean' and 'sum' give the same weights (the ratio is scale-free); both are kept
+#: because the released code offers both names.
+SFNN_REDUCTIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "max2": lambda n: n.amax(dim=1) ** 2,
+    "max": lambda n: n.amax(dim=1),
+    "mean": lambda n: n.mean(dim=1),
+    "mean2": lambda n: n.mean(dim=1) ** 2,
+    "sum": lambda n: n.sum(dim=1),
+    "sum2": lambda n: n.sum(dim=1) ** 2,
+}
+
+
+def sfnn_weights(f1: torch.Tensor, f2: torch.Tensor, reduction: str = "max2") -> tuple[torch.Tensor, torch.Tensor]:
+    """Softmax nuclear-norm weights (w1, w2), each (B,), w1 + w2 = 1.
+
+    S_i = softmax over channels of f_i; n_i^k = ||S_i^k||_*; a_i = reduction over k;
+    w1 = a_1 / (a_1 + a_2) (the squares are part of the 'max2'/'mean2'/'sum2' reductions).
+    """
+    reduce = SFNN_REDUCTIONS[reduction]
+    a1 = reduce(nuclear_norms(torch.softmax(f1, dim=1)))
+    a2 = reduce(nuclear_norms(torch.softmax(f2, dim=1)))
+    w1 = (a1 / (a1 + a2).clamp_min(_EPS)).to(f1.dtype)
+    return w1, 1 - w1
+
+
+def _weighted(f1: torch.Tensor, f2: torch.Tensor, w1: torch.Tensor, w2: torch.Tensor) -> torch.Tensor:
+    """w1 * f1 + w2 * f2 with per-slice scalar weights (B,) or per-pixel weights (B, 1|C, H, W)."""
+    if w1.dim() == 1:
+        w1, w2 = w1.view(-1, 1, 1, 1), w2.view(-1, 1, 1, 1)
+    return w1 * f1 + w2 * f2
+
+
+def sfnn(reduction: str = "max2") -> LatentRule:
+    """The paper's rule: one scalar weight per source per slice from softmax nuclear norms."""
+    if reduction not in SFNN_REDUCTIONS:
+        raise ValueError(f"unknown SFNN reduction {reduction!r}; choose one of {', '.join(SFNN_REDUCTIONS)}")
+
+    def rule(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+        return _weighted(f1, f2, *sfnn_weights(f1, f2, reduction))
+
+    rule.__doc__ = f"SFNN fusion with the '{reduction}' channel reduction."
+    return rule
+
+
+def average(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+    """Element-wise mean of the latents."""
+    return (f1 + f2) / 2
+
+
+def add(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+    """Element-wise sum of the latents."""
+    return f1 + f2
+
+
+def maximum(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+    """Element-wise maximum of the latents."""
+    return torch.maximum(f1, f2)
+
+
+def energy_ratio(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+    """k_i = f_i^2 / (f_1^2 + f_2^2) per element (1/2 where both are zero); k1 f1 + k2 f2."""
+    e1, e2 = f1.square(), f2.square()
+    total = e1 + e2
+    k1 = torch.where(total > _EPS, e1 / total.clamp_min(_EPS), torch.full_like(total, 0.5))
+    return _weighted(f1, f2, k1, 1 - k1)
+
+
+def l1_weighting(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+    """Global L1 weighting per slice: w_i = ||f_i||_1 / (||f_1||_1 + ||f_2||_1)."""
+    n1 = f1.abs().flatten(1).sum(1)
+    n2 = f2.abs().flatten(1).sum(1)
+    w1 = torch.where(n1 + n2 > _EPS, n1 / (n1 + n2).clamp_min(_EPS), torch.full_like(n1, 0.5))
+    return _weighted(f1, f2, w1, 1 - w1)
+
+
+def local_softmax_activity(f: torch.Tensor, window: int = 3) -> torch.Tensor:
+    """Per-pixel activity of a latent: the L1 norm over channels averaged in a window x window box.
+
+    (B, C, H, W) -> (B, 1, H, W). Used by the spatially varying rule below.
+    """
+    activity = f.abs().sum(dim=1, keepdim=True)
+    return F.avg_pool2d(activity, window, stride=1, padding=window // 2, count_include_pad=False)
+
+
+LATENT_RULES: dict[str, LatentRule] = {
+    "sfnn": sfnn("max2"),
+    **{f"sfnn-{name}": sfnn(name) for name in SFNN_REDUCTIONS if name != "max2"},
+    "average": average,
+    "sum": add,
+    "max": maximum,
+    "energy-ratio": energy_ratio,
+    "l1-weighting": l1_weighting,
+}

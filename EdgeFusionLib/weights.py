@@ -1,0 +1,112 @@
+"""Bundled EH-DRAN weights: a manifest, safetensors files, sha256 checks.
+
+``Resources/Models/manifest.json`` maps each task to its weights file, the file's
+sha256 and where it came from (training config, data, date). Weights are loaded
+with safetensors (no pickle) and only after the sha256 matches.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from .atlas import check_task
+from .errors import InputError, MissingWeightsError
+
+#: Overrides the models folder (e.g. a user's own trained weights with their own manifest).
+MODELS_DIR_ENV = "EDGEFUSION_MODELS_DIR"
+MANIFEST_NAME = "manifest.json"
+
+
+def models_dir() -> Path:
+    """Folder holding ``manifest.json`` and the weights files."""
+    override = os.environ.get(MODELS_DIR_ENV)
+    if override:
+        return Path(override)
+    # Source tree and Slicer install: EdgeFusionLib/ sits beside Resources/.
+    return Path(__file__).resolve().parent.parent / "Resources" / "Models"
+
+
+def read_manifest(folder: Path | None = None) -> dict:
+    """The manifest as a dict ``{"models": {task: {"file", "sha256", ...}}}`` (empty if absent)."""
+    path = (folder or models_dir()) / MANIFEST_NAME
+    if not path.is_file():
+        return {"models": {}}
+    with open(path, encoding="utf-8") as stream:
+        return json.load(stream)
+
+
+def sha256_of(path: Path | str) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def available_tasks(folder: Path | None = None) -> dict[str, dict]:
+    """Tasks with a weights entry whose file exists: task -> manifest entry."""
+    folder = folder or models_dir()
+    entries = read_manifest(folder)["models"]
+    return {task: entry for task, entry in entries.items() if (folder / entry["file"]).is_file()}
+
+
+def load_state_dict(path: Path | str, expected_sha256: str | None = None) -> dict:
+    """Tensors of a safetensors file, after checking its sha256 when one is given."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if expected_sha256 is not None:
+        actual = sha256_of(path)
+        if actual != expected_sha256:
+            raise InputError(f"weights file {path} is corrupt or was replaced: sha256 {actual} != manifest {expected_sha256}")
+    return load_file(str(path))
+
+
+def load_model(task: str, device: str = "cpu", folder: Path | None = None):
+    """The trained EH-DRAN for ``task`` in eval mode, from the manifest (sha256-checked)."""
+    import torch
+
+    from .network import EHDRAN
+
+    check_task(task)
+    folder = folder or models_dir()
+    entry = read_manifest(folder)["models"].get(task)
+    if entry is None or not (folder / entry["file"]).is_file():
+        raise MissingWeightsError(f"no weights for task {task} in {folder}")
+    model = EHDRAN()
+    model.load_state_dict(load_state_dict(folder / entry["file"], entry["sha256"]))
+    return model.to(torch.device(device)).eval()
+
+
+def save_weights(model, path: Path | str, metadata: dict[str, str] | None = None) -> str:
+    """Write a model's state dict as safetensors (atomically); returns the file's sha256."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    partial = path.with_name(path.name + ".partial")
+    save_file(tensors, str(partial), metadata=metadata)
+    os.replace(partial, path)
+    return sha256_of(path)
+
+
+def register_weights(task: str, path: Path | str, provenance: dict, folder: Path | None = None) -> dict:
+    """Add or replace ``task``'s entry in the manifest of ``folder`` (default: the bundled one)."""
+    check_task(task)
+    folder = folder or models_dir()
+    path = Path(path)
+    if path.parent.resolve() != folder.resolve():
+        raise InputError(f"weights file {path} must be inside the models folder {folder}")
+    manifest = read_manifest(folder)
+    entry = {"file": path.name, "sha256": sha256_of(path), "bytes": path.stat().st_size, **provenance}
+    manifest["models"][task] = entry
+    manifest_path = folder / MANIFEST_NAME
+    partial = manifest_path.with_name(MANIFEST_NAME + ".partial")
+    partial.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(partial, manifest_path)
+    return entry

@@ -1,0 +1,80 @@
+"""Latent fusion rules (METHOD.md section 2)."""
+
+import pytest
+import torch
+
+from EdgeFusionLib.rules import LATENT_RULES, SFNN_REDUCTIONS, nuclear_norms, sfnn_weights
+
+
+def realistic_softmax_maps(batch=2, channels=64, height=48, width=40, seed=0):
+    """Softmax of smooth features with a dark background: many near-rank-1 maps, as real latents give."""
+    generator = torch.Generator().manual_seed(seed)
+    features = torch.randn(batch, channels, height // 8, width // 8, generator=generator)
+    features = torch.nn.functional.interpolate(features, size=(height, width), mode="bilinear", align_corners=False)
+    features[..., : height // 4, :] = 0.3  # constant background rows
+    return torch.softmax(3 * features, dim=1)
+
+
+def paper_nuclear_norms(maps):
+    """What the released code does: one SVD per channel, with a host sync each."""
+    return torch.tensor([[torch.linalg.svdvals(m.double()).sum().item() for m in per_slice] for per_slice in maps],
+                        dtype=torch.float64)
+
+
+@pytest.mark.parametrize("maps", [realistic_softmax_maps(), torch.softmax(torch.randn(1, 8, 30, 50), dim=1)])
+def test_batched_nuclear_norms_match_svd_within_1e4(maps):
+    reference = paper_nuclear_norms(maps)
+    assert torch.allclose(nuclear_norms(maps), reference, rtol=1e-4, atol=0)
+    assert torch.allclose(nuclear_norms(maps.float()), reference, rtol=1e-4, atol=0)
+
+
+def test_sfnn_weights_follow_the_paper_formula():
+    torch.manual_seed(0)
+    f1, f2 = torch.randn(3, 64, 16, 16), 2 * torch.randn(3, 64, 16, 16)
+    a1 = paper_nuclear_norms(torch.softmax(f1, 1)).amax(1)
+    a2 = paper_nuclear_norms(torch.softmax(f2, 1)).amax(1)
+    w1, w2 = sfnn_weights(f1, f2, "max2")
+    assert torch.allclose(w1.double(), a1**2 / (a1**2 + a2**2), rtol=1e-5)
+    assert torch.allclose(w1 + w2, torch.ones(3))
+    w1_max, _ = sfnn_weights(f1, f2, "max")
+    assert torch.allclose(w1_max.double(), a1 / (a1 + a2), rtol=1e-5)
+    fused = LATENT_RULES["sfnn"](f1, f2)
+    assert torch.allclose(fused, w1.view(-1, 1, 1, 1) * f1 + w2.view(-1, 1, 1, 1) * f2)
+
+
+def test_sfnn_mean_and_sum_give_the_same_weights():
+    torch.manual_seed(1)
+    f1, f2 = torch.randn(2, 64, 8, 8), torch.randn(2, 64, 8, 8)
+    assert torch.allclose(sfnn_weights(f1, f2, "mean")[0], sfnn_weights(f1, f2, "sum")[0])
+    assert set(SFNN_REDUCTIONS) == {"max2", "max", "mean", "mean2", "sum", "sum2"}
+
+
+@pytest.mark.parametrize("name", sorted(LATENT_RULES))
+def test_fusing_a_latent_with_itself(name):
+    torch.manual_seed(2)
+    f = torch.randn(2, 64, 10, 12)
+    fused = LATENT_RULES[name](f, f)
+    expected = 2 * f if name == "sum" else f
+    assert fused.shape == f.shape
+    assert torch.allclose(fused, expected, atol=1e-6)
+
+
+def test_elementwise_rules_values():
+    f1 = torch.tensor([[[[3.0, 0.0, -1.0]]]])
+    f2 = torch.tensor([[[[1.0, 0.0, 2.0]]]])
+    assert torch.equal(LATENT_RULES["average"](f1, f2), torch.tensor([[[[2.0, 0.0, 0.5]]]]))
+    assert torch.equal(LATENT_RULES["max"](f1, f2), torch.tensor([[[[3.0, 0.0, 2.0]]]]))
+    # energy ratio: k1 = 9/10 at the first element, 1/2 where both are zero (no NaN), 1/5 at the last
+    expected = torch.tensor([[[[0.9 * 3 + 0.1 * 1, 0.0, 0.2 * -1 + 0.8 * 2]]]])
+    assert torch.allclose(LATENT_RULES["energy-ratio"](f1, f2), expected)
+    # global L1: |f1| = 4, |f2| = 3 -> w1 = 4/7
+    assert torch.allclose(LATENT_RULES["l1-weighting"](f1, f2), 4 / 7 * f1 + 3 / 7 * f2)
+
+
+def test_rules_are_per_slice():
+    torch.manual_seed(3)
+    f1, f2 = torch.randn(4, 64, 8, 8), torch.randn(4, 64, 8, 8)
+    for name, rule in LATENT_RULES.items():
+        together = rule(f1, f2)
+        one_by_one = torch.cat([rule(f1[i : i + 1], f2[i : i + 1]) for i in range(4)])
+        assert torch.allclose(together, one_by_one, atol=1e-6), name
