@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("mri", type=Path, help="MRI: PNG/JPEG/TIFF, NIfTI, NRRD, MHA, or a DICOM series folder")
     fuse.add_argument("other", type=Path, help="CT, SPECT or PET of the same patient, same formats")
     fuse.add_argument("-o", "--output", type=Path, required=True, help="output file (.nii.gz, .nrrd, .mha, .png, .tif)")
-    fuse.add_argument("--modality", choices=["ct", "spect", "pet"],
+    fuse.add_argument("--modality",
                       help="modality of OTHER (default: from its DICOM tags or file name)")
     _add_engine_options(fuse)
     fuse.add_argument("--axis", default="auto",
@@ -96,23 +96,25 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
                         help="fusion method: a latent rule (sfnn, sfnn-max, ..., average, max, energy-ratio, "
                              "l1-weighting) or a pixel baseline (pixel-average, pixel-max, laplacian-pyramid, dwt, "
                              "guided-filter); default: the task's default. See `edgefusion info`.")
-    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
     parser.add_argument("--batch-size", type=int, help="slices per batch (default: 1 on CPU, 16 on CUDA)")
 
 
 # ------------------------------------------------------------------------- fuse
 
 def run_fuse(args) -> int:
-    from .fusion import TASK_OF_MODALITY, fuse_images
+    from .engine import resolve_device
+    from .fusion import TASK_OF_MODALITY, check_modality, fuse_images
     from .io import check_writable, read_image, write_image
     from .methods import get_method
 
     check_writable(args.output)
+    resolve_device(args.device)
     if args.method:
         get_method(args.method)
     mri = read_image(args.mri, "MRI")
     other = read_image(args.other, "other image")
-    modality = args.modality or guess_modality(other, args.other)
+    modality = check_modality(args.modality) if args.modality else guess_modality(other, args.other)
     axis = _parse_axis(args.axis)
     colour_table = _colormap(args.colormap) if args.colormap else None
     if colour_table is not None and modality == "ct":

@@ -1,6 +1,7 @@
 """The slice-wise fusion engine: shapes, padding, batching, progress, cancel, determinism, memory."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -163,11 +164,11 @@ from conftest import make_random_model
 from EdgeFusionLib.engine import FusionEngine
 slices = int(sys.argv[1])
 engine = FusionEngine("sfnn", model=make_random_model(), batch_size=2)
-small = np.random.default_rng(0).random((2, 96, 96), dtype=np.float32)
+small = np.random.default_rng(0).random((4, 64, 64), dtype=np.float32)
 engine.fuse(small, small)  # warm up allocator and kernels
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-mri = np.random.default_rng(1).random((slices, 96, 96), dtype=np.float32)
-other = np.random.default_rng(2).random((slices, 96, 96), dtype=np.float32)
+mri = np.random.default_rng(1).random((slices, 64, 64), dtype=np.float32)
+other = np.random.default_rng(2).random((slices, 64, 64), dtype=np.float32)
 engine.fuse(mri, other)
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print(json.dumps({"growth_kib": after - before, "arrays_kib": 3 * mri.nbytes // 1024}))
@@ -175,13 +176,19 @@ print(json.dumps({"growth_kib": after - before, "arrays_kib": 3 * mri.nbytes // 
 
 
 def test_peak_memory_grows_only_by_the_input_and_output_arrays():
-    """Fusing 8 vs 64 slices: the peak may grow by the inputs + output, not by per-slice work."""
+    """Fusing 4 vs 40 slices: the peak may grow by the inputs + output, not by per-slice work.
+
+    glibc's dynamic mmap threshold otherwise moves freed 1-16 MiB activations onto the heap,
+    where fragmentation adds a few MiB of noise unrelated to the engine; a fixed threshold
+    makes the measurement exact.
+    """
     results = {}
-    for slices in (8, 64):
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536")
+    for slices in (4, 40):
         out = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(slices), str(REPO / "Testing")],
-                             capture_output=True, text=True, check=True, cwd=REPO)
+                             capture_output=True, text=True, check=True, cwd=REPO, env=env)
         results[slices] = json.loads(out.stdout)
-    extra_arrays = results[64]["arrays_kib"] - results[8]["arrays_kib"]  # 3 x 56 slices x 36 KiB = 6 MiB
-    extra_peak = results[64]["growth_kib"] - results[8]["growth_kib"]
-    # one 96x96 slice of latents alone is 64 x 36 KiB = 2.3 MiB: per-slice leaks would show up at once
-    assert extra_peak <= extra_arrays + 2048, results
+    extra_arrays = results[40]["arrays_kib"] - results[4]["arrays_kib"]  # 3 x 36 slices x 16 KiB = 1.7 MiB
+    extra_peak = results[40]["growth_kib"] - results[4]["growth_kib"]
+    # one 64x64 slice of latents alone is 64 x 16 KiB = 1 MiB: holding per-slice work would show at once
+    assert extra_peak <= extra_arrays + 512, results

@@ -1,0 +1,179 @@
+"""Images in, images out: geometry, resampling, intensity windows, colour, atomic writes."""
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from PIL import Image
+
+from EdgeFusionLib.colour import apply_colour_table, rgb_to_ycbcr, ycbcr_to_rgb
+from EdgeFusionLib.errors import InputError
+from EdgeFusionLib.fusion import default_axis, fuse_images
+from EdgeFusionLib.intensity import CT_WINDOW_HU, window_for
+from EdgeFusionLib.io import read_image, resample_onto, write_image
+
+from conftest import phantom_slice
+
+
+def volume(array, spacing=(1.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0), direction=None):
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(spacing)
+    image.SetOrigin(origin)
+    if direction is not None:
+        image.SetDirection(direction)
+    return image
+
+
+def brain_mri(shape=(12, 40, 36)):
+    return volume(np.stack([phantom_slice(*shape[1:], s) * 800 for s in range(shape[0])]).astype(np.float32),
+                  spacing=(1.0, 1.0, 2.5), origin=(-18.0, -20.0, -15.0))
+
+
+def ct_with_bright_cube(centre_mm, spacing, origin, direction, size=(30, 50, 40)):
+    """CT in HU (-1000 air) with a 6 mm bone cube (+1000 HU) centred at ``centre_mm``."""
+    image = volume(np.full(size, -1000.0, np.float32), spacing, origin, direction)
+    z, y, x = np.meshgrid(*[np.arange(n) for n in size], indexing="ij")
+    index = np.stack([x, y, z], -1).reshape(-1, 3) * np.array(spacing)
+    points = np.array(origin) + index @ np.array(direction).reshape(3, 3).T  # index -> physical (mm)
+    inside = np.all(np.abs(points - np.array(centre_mm)) <= 3.0, axis=1).reshape(size)
+    array = np.where(inside, 1000.0, -1000.0).astype(np.float32)
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(image)
+    return out
+
+
+def test_ct_on_another_grid_is_resampled_onto_the_mri_in_physical_space():
+    mri = brain_mri()
+    rotation = sitk.VersorTransform((0, 0, 1), np.pi / 2).GetMatrix()  # 90 degrees about z
+    ct = ct_with_bright_cube(centre_mm=(2.0, -4.0, 0.0), spacing=(0.8, 0.9, 1.5), origin=(25.0, -25.0, -20.0),
+                             direction=rotation)
+    fused = fuse_images(mri, ct, "ct", method="pixel-max")
+    assert fused.GetSize() == mri.GetSize()
+    assert np.allclose(fused.GetSpacing(), mri.GetSpacing())
+    assert np.allclose(fused.GetOrigin(), mri.GetOrigin())
+    assert np.allclose(fused.GetDirection(), mri.GetDirection())
+    resampled = sitk.GetArrayFromImage(resample_onto(mri, ct))
+    centre_index = mri.TransformPhysicalPointToIndex((2.0, -4.0, 0.0))
+    assert resampled[centre_index[2], centre_index[1], centre_index[0]] == pytest.approx(1000.0)
+    assert resampled[0, 0, 0] < -900  # far from the cube: air
+    # bone saturates the CT window -> the pixel maximum is 1 at the cube, wherever it lies in the MRI grid
+    assert sitk.GetArrayFromImage(fused)[centre_index[2], centre_index[1], centre_index[0]] == pytest.approx(1.0)
+
+
+def test_non_overlapping_volumes_are_refused():
+    mri = brain_mri()
+    far = volume(np.zeros((5, 5, 5), np.float32) + np.arange(5, dtype=np.float32), origin=(500.0, 500.0, 500.0))
+    with pytest.raises(InputError, match="do not overlap"):
+        fuse_images(mri, far, "ct", method="pixel-max")
+
+
+@pytest.mark.parametrize("problem, make, message", [
+    ("nan", lambda a: np.where(a > 0.7, np.nan, a), "NaN"),
+    ("constant", lambda a: np.zeros_like(a), "constant"),
+    ("empty", lambda a: a[:, :0], "empty"),
+])
+def test_bad_images_are_refused_with_a_specific_message(problem, make, message):
+    good = phantom_slice(16, 16).astype(np.float32)
+    bad = sitk.GetImageFromArray(make(good).astype(np.float32))
+    with pytest.raises(InputError, match=message):
+        fuse_images(bad, sitk.GetImageFromArray(good), "ct", method="pixel-max")
+
+
+def test_vector_mri_and_mismatched_2d_sizes_are_refused():
+    colourful = sitk.GetImageFromArray(np.random.default_rng(0).random((8, 8, 3)), isVector=True)
+    grey = sitk.GetImageFromArray(phantom_slice(8, 8))
+    with pytest.raises(InputError, match="single-channel"):
+        fuse_images(colourful, grey, "spect", method="pixel-max")
+    with pytest.raises(InputError, match="different sizes"):
+        fuse_images(grey, sitk.GetImageFromArray(phantom_slice(8, 9)), "ct", method="pixel-max")
+    with pytest.raises(InputError, match="unknown modality"):
+        fuse_images(grey, grey, "xray", method="pixel-max")
+
+
+def test_default_axis_is_the_thick_slice_direction():
+    assert default_axis(volume(np.zeros((4, 5, 6)), spacing=(1, 1, 3))) == 0
+    assert default_axis(volume(np.zeros((4, 5, 6)), spacing=(4, 1, 1))) == 2  # sagittal stack
+    assert default_axis(volume(np.zeros((4, 5, 6)), spacing=(1, 1, 1))) == 0
+
+
+def test_intensity_windows_per_modality():
+    assert window_for(np.array([0, 255], np.uint8), "ct") == window_for(np.array([3, 9], np.uint8), "mri")
+    hu = np.array([-1000.0, 40.0, 1500.0])
+    window = window_for(hu, "ct")
+    assert (window.low, window.high) == CT_WINDOW_HU
+    assert window.apply(np.array([40.0]))[0] == pytest.approx(140 / 300)
+    mri = np.concatenate([np.linspace(0, 1000, 10_000), [1e6]])  # one extreme outlier
+    assert window_for(mri, "mri").high < 1001
+    counts = np.linspace(0, 5000, 100_001)
+    assert window_for(counts, "spect").low == 0 and window_for(counts, "spect").high == pytest.approx(4995, rel=1e-3)
+    with pytest.raises(InputError, match="constant"):
+        window_for(np.full(10, 7.0), "mri")
+
+
+def test_ycbcr_matches_pil_and_round_trips():
+    rgb = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    ours = rgb_to_ycbcr(rgb / 255.0) * 255
+    pil = np.asarray(Image.fromarray(rgb).convert("YCbCr"), dtype=np.float32)
+    assert np.abs(ours - pil).max() <= 1.0  # PIL rounds to integers
+    assert np.abs(ycbcr_to_rgb(rgb_to_ycbcr(rgb / 255.0)) * 255 - rgb).max() < 1e-3
+
+
+def test_colour_table_lookup_is_nearest_entry():
+    table = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 1]], np.float32)
+    rgb = apply_colour_table(np.array([0.0, 0.3, 0.5, 0.8, 1.0]), table)
+    assert rgb.tolist() == [[0, 0, 0], [1, 0, 0], [1, 0, 0], [1, 1, 1], [1, 1, 1]]
+
+
+def test_scalar_spect_with_colour_table_gives_rgb_with_mri_geometry():
+    mri = brain_mri((4, 24, 20))
+    counts = volume((np.arange(4 * 24 * 20, dtype=np.float32).reshape(4, 24, 20)), spacing=(1.0, 1.0, 2.5),
+                    origin=(-18.0, -20.0, -15.0))
+    table = np.linspace(0, 1, 256)[:, None] * np.array([[1.0, 0.5, 0.0]], np.float32)
+    fused = fuse_images(mri, counts, "spect", method="pixel-average", colour_table=table, colour_range=(0, 1919))
+    assert fused.GetNumberOfComponentsPerPixel() == 3 and fused.GetPixelID() == sitk.sitkVectorUInt8
+    assert fused.GetSize() == mri.GetSize() and np.allclose(fused.GetSpacing(), mri.GetSpacing())
+    array = sitk.GetArrayFromImage(fused)
+    # new luma with the original chroma adds the same amount to R, G and B: the orange hue order stays
+    red, green, blue = (array[..., c].astype(int) for c in range(3))
+    assert np.all(red >= green - 1) and np.all(green >= blue - 1)
+    assert array[-1, -1, -1, 0] > array[0, 0, 0, 0]  # hotter voxels are redder
+
+
+def test_read_and_write_round_trip_keep_geometry(tmp_path):
+    mri = brain_mri((3, 10, 12))
+    for name in ("a.nii.gz", "a.nrrd", "a.mha"):
+        write_image(mri, tmp_path / name)
+        back = read_image(tmp_path / name)
+        assert np.allclose(back.GetSpacing(), mri.GetSpacing()) and np.allclose(back.GetOrigin(), mri.GetOrigin())
+        assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(mri))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.mha", "a.nii.gz", "a.nrrd"]  # no temporaries
+
+
+def test_dicom_series_folder_is_read_as_one_volume(tmp_path):
+    array = (np.stack([phantom_slice(16, 16, s) for s in range(4)]) * 1000).astype(np.int16)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    for index in range(4):
+        slice_image = sitk.GetImageFromArray(array[index])
+        slice_image.SetSpacing((0.5, 0.5))
+        for key, value in {"0008|0060": "CT", "0020|000e": "1.2.826.0.1.3680043.2.1125.1", "0020|0013": str(index + 1),
+                           "0020|0032": f"0\\0\\{2.0 * index}", "0020|0037": "1\\0\\0\\0\\1\\0",
+                           "0008|0016": "1.2.840.10008.5.1.4.1.1.2",
+                           "0008|0018": f"1.2.826.0.1.3680043.2.1125.1.{index + 1}"}.items():
+            slice_image.SetMetaData(key, value)
+        writer.SetFileName(str(tmp_path / f"{index}.dcm"))
+        writer.Execute(slice_image)
+    image = read_image(tmp_path)
+    assert image.GetSize() == (16, 16, 4)
+    assert image.GetSpacing()[2] == pytest.approx(2.0)
+    assert np.array_equal(sitk.GetArrayFromImage(image), array)
+    assert image.GetMetaData("0008|0060").strip() == "CT"
+
+
+def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(sitk, "WriteImage", broken)
+    with pytest.raises(RuntimeError):
+        write_image(brain_mri((2, 4, 4)), tmp_path / "out.nii.gz")
+    assert list(tmp_path.iterdir()) == []
