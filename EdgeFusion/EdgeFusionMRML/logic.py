@@ -1,0 +1,450 @@
+"""Fusion of MRML volume nodes with EdgeFusionLib, usable without the GUI.
+
+A run has three steps, so that the long middle one can also happen in a
+background process (see :mod:`EdgeFusionMRML.background`):
+
+1. :meth:`VolumeFusionLogic.prepare` checks the inputs and copies everything the
+   fusion needs out of the scene (voxels, geometry, colours) into a :class:`FusionJob`;
+2. :meth:`VolumeFusionLogic.run` fuses the job's images (``EdgeFusionLib.fusion.fuse_images``);
+3. :meth:`VolumeFusionLogic.finish` writes the fused image into a volume node.
+
+Only step 3 changes the scene, and only after the fusion succeeded: a run that
+fails or is cancelled leaves the scene exactly as it was. Input nodes are never
+modified; parent transforms are hardened on copies that never enter the scene.
+:meth:`VolumeFusionLogic.fuse` does the three steps in one call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Callable
+
+import numpy as np
+
+from . import environment, volumes
+
+MODALITIES = ("ct", "spect", "pet")
+#: Modalities shown through a colour table in Slicer, fused as colour (METHOD.md section 3).
+COLOUR_MODALITIES = ("spect", "pet")
+MODALITY_LABELS = {"ct": "CT", "spect": "SPECT", "pet": "PET"}
+
+#: DICOM Modality (0008,0060) codes, as Slicer's DICOM import stores them on the series item.
+DICOM_MODALITY_CODES = {"CT": "ct", "NM": "spect", "PT": "pet"}
+#: Whole words in a node name that identify the modality (tracers included). Ambiguous words
+#: ("perfusion" is also an MRI technique, "pt" also means patient) are left out on purpose.
+NAME_MODALITY_WORDS = (
+    ("spect", ("spect", "nm", "hmpao", "ecd", "tc99m", "datscan", "ioflupane")),
+    ("pet", ("pet", "fdg", "amyloid", "fdopa", "psma")),
+    ("ct", ("ct", "cta")),
+)
+
+#: Anatomical slice planes and the RAS axis that is normal to each.
+PLANE_NORMAL_RAS_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
+
+#: Attribute names recording how a fused volume was made (saved with the scene).
+ATTRIBUTE_PREFIX = "EdgeFusion."
+
+ProgressCallback = Callable[[int, int], None]
+CancelCallback = Callable[[], bool]
+
+
+@dataclasses.dataclass
+class FusionJob:
+    """Everything one fusion needs, copied out of the scene before the work starts.
+
+    The images are in the MRI's frame (the coordinate system of the MRI's IJKToRAS,
+    below its parent transform), in SimpleITK's LPS convention.
+    """
+
+    mri_node_id: str
+    other_node_id: str
+    output_node_id: str | None  # None: create a new volume node
+    output_name: str
+    modality: str  # "ct" | "spect" | "pet"
+    mri_image: object  # SimpleITK.Image, scalar
+    other_image: object  # SimpleITK.Image, scalar, or RGB for colour SPECT/PET
+    method: str | None = None  # None: EdgeFusionLib's default for the modality
+    axis: int | None = None  # numpy axis of the slices; None: the MRI's acquisition plane
+    device: str = "auto"
+    batch_size: int | None = None  # slices per batch; None: the device's default
+    colour_table: np.ndarray | None = None  # (K, 3) in [0, 1], for scalar SPECT/PET
+    colour_range: tuple[float, float] | None = None  # display window the table is stretched over
+    colour_name: str | None = None
+
+    @property
+    def produces_rgb(self) -> bool:
+        return self.modality in COLOUR_MODALITIES
+
+
+def normalise_modality(modality: str | None) -> str | None:
+    """'CT' / 'ct' / ' Ct ' -> 'ct'; None or unknown names -> None."""
+    if not modality:
+        return None
+    modality = modality.strip().lower()
+    return modality if modality in MODALITIES else None
+
+
+def _name_words(name: str) -> list[str]:
+    """'CTChest_fdgPET-2' -> ['ct', 'chest', 'fdg', 'pet', '2'] (splits camel case, digits and punctuation)."""
+    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", name)  # fooBar -> foo Bar
+    spaced = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1 \2", spaced)  # CTChest -> CT Chest
+    return re.findall(r"[a-z]+|[0-9]+", spaced.lower())
+
+
+class VolumeFusionLogic:
+    """Fuses an MRI volume node with a CT, SPECT or PET volume node.
+
+    :param scene: the vtkMRMLScene to work in; ``slicer.mrmlScene`` when None.
+    :param application_logic: gives the slice logics used to fit the slice views;
+        ``slicer.app.applicationLogic()`` inside Slicer, or None to leave views unfitted.
+    """
+
+    def __init__(self, scene=None, application_logic=None):
+        self._scene = scene
+        self.application_logic = application_logic
+
+    @property
+    def scene(self):
+        if self._scene is not None:
+            return self._scene
+        import slicer
+
+        return slicer.mrmlScene
+
+    # ---------------------------------------------------------------- inputs
+
+    def validate_inputs(self, mri_node, other_node, modality: str | None, output_node=None) -> str | None:
+        """Why these inputs cannot be fused, as one sentence for the user; None when they can.
+
+        Cheap (no voxel is read), so the GUI calls it on every change to enable Apply.
+        """
+        modality = normalise_modality(modality)
+        if mri_node is None:
+            return "Select an MRI volume."
+        if other_node is None:
+            return "Select a CT, SPECT or PET volume to fuse with the MRI."
+        if modality is None:
+            return "Choose the modality of the second volume: CT, SPECT or PET."
+        if mri_node is other_node or (mri_node.GetID() is not None and mri_node.GetID() == other_node.GetID()):
+            return "The MRI and the second volume are the same volume; select two different volumes."
+        label = MODALITY_LABELS[modality]
+        for node, role in ((mri_node, "MRI"), (other_node, label)):
+            problem = self._volume_problem(node, role)
+            if problem:
+                return problem
+        mri_components = volumes.number_of_components(mri_node)
+        if mri_components != 1:
+            return f"The MRI '{mri_node.GetName()}' has {mri_components} values per voxel; select a greyscale (single-component) MRI."
+        other_components = volumes.number_of_components(other_node)
+        if modality == "ct" and other_components != 1:
+            return f"The CT '{other_node.GetName()}' has {other_components} values per voxel; select a greyscale CT."
+        if modality in COLOUR_MODALITIES and other_components not in (1, 3):
+            return f"The {label} '{other_node.GetName()}' has {other_components} values per voxel; select a greyscale or RGB volume."
+        if not self._overlap(mri_node, other_node):
+            return (
+                f"'{mri_node.GetName()}' and '{other_node.GetName()}' do not overlap in space; "
+                "check that they belong to the same patient and register them first."
+            )
+        if output_node is not None:
+            return self._output_problem(output_node, (mri_node, other_node), modality)
+        return None
+
+    @staticmethod
+    def _volume_problem(node, role: str) -> str | None:
+        if node.IsA("vtkMRMLLabelMapVolumeNode"):
+            return f"The {role} '{node.GetName()}' is a label map (segmentation), not an image; select an image volume."
+        # Tensor (DTI) and diffusion-weighted volumes derive from scalar volumes but are not images to
+        # fuse; vector (RGB) volumes derive from tensor volumes and are.
+        not_an_image = any(node.IsA(name) for name in ("vtkMRMLTensorVolumeNode", "vtkMRMLDiffusionWeightedVolumeNode"))
+        if not node.IsA("vtkMRMLScalarVolumeNode") or (not_an_image and not node.IsA("vtkMRMLVectorVolumeNode")):
+            return f"The {role} '{node.GetName()}' is a {node.GetClassName()}; select a scalar or RGB image volume."
+        image = node.GetImageData()
+        if image is None or image.GetNumberOfPoints() == 0 or min(image.GetDimensions()) < 1:
+            return f"The {role} '{node.GetName()}' is empty (it has no voxels)."
+        return None
+
+    @staticmethod
+    def _overlap(mri_node, other_node) -> bool:
+        mri_bounds = volumes.world_bounds(mri_node)
+        other_bounds = volumes.world_bounds(other_node)
+        lower = np.maximum(mri_bounds[0::2], other_bounds[0::2])
+        upper = np.minimum(mri_bounds[1::2], other_bounds[1::2])
+        return bool(np.all(lower < upper))
+
+    @staticmethod
+    def _output_problem(output_node, input_nodes, modality: str) -> str | None:
+        if any(output_node.GetID() == node.GetID() for node in input_nodes):
+            return "The output volume must not be one of the inputs; choose 'Create new volume'."
+        if modality in COLOUR_MODALITIES and not output_node.IsA("vtkMRMLVectorVolumeNode"):
+            return f"{MODALITY_LABELS[modality]} fusion gives an RGB volume; choose 'Create new volume' or an existing RGB (vector) volume as output."
+        if modality == "ct" and (not output_node.IsA("vtkMRMLScalarVolumeNode") or output_node.IsA("vtkMRMLVectorVolumeNode") or output_node.IsA("vtkMRMLLabelMapVolumeNode")):
+            return "CT fusion gives a greyscale volume; choose 'Create new volume' or an existing scalar volume as output."
+        return None
+
+    def guess_modality(self, node) -> str | None:
+        """'ct', 'spect' or 'pet' from the DICOM Modality of the node's series, else from its name; None if unknown."""
+        if node is None:
+            return None
+        import slicer
+
+        # Read-only: use the subject hierarchy only if the scene already has one.
+        hierarchy = self.scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
+        if hierarchy is not None:
+            item = hierarchy.GetItemByDataNode(node)
+            code = hierarchy.GetItemAttribute(item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName()) if item else ""
+            if code and code.strip().upper() in DICOM_MODALITY_CODES:
+                return DICOM_MODALITY_CODES[code.strip().upper()]
+        words = set(_name_words(node.GetName() or ""))
+        for modality, keywords in NAME_MODALITY_WORDS:
+            if words.intersection(keywords):
+                return modality
+        return None
+
+    @staticmethod
+    def axis_for_plane(mri_node, plane: str | None) -> int | None:
+        """Numpy axis of the MRI's voxel array whose slices lie in ``plane`` ('axial', 'coronal', 'sagittal').
+
+        None or 'auto' gives None, which lets EdgeFusionLib pick the acquisition plane.
+        """
+        if plane is None or plane == "auto":
+            return None
+        normal = PLANE_NORMAL_RAS_AXIS[plane]
+        directions = np.abs(volumes.ijk_to_ras(mri_node)[:3, :3])
+        # Column c is the RAS direction of voxel index i, j or k; the slices along the index
+        # whose direction is closest to the plane's normal lie in the plane.
+        ijk_index = int(np.argmax(directions[normal, :]))
+        return 2 - ijk_index  # numpy arrays are indexed [k, j, i]
+
+    @staticmethod
+    def plane_of_axis(mri_node, axis: int) -> str:
+        """Inverse of :meth:`axis_for_plane`: the anatomical plane closest to the slices along ``axis``."""
+        direction = np.abs(volumes.ijk_to_ras(mri_node)[:3, 2 - axis])
+        normal = int(np.argmax(direction))
+        return {value: key for key, value in PLANE_NORMAL_RAS_AXIS.items()}[normal]
+
+    @staticmethod
+    def display_colour_node(volume_node):
+        """The colour node the slice viewers currently use for the volume, or None."""
+        display_node = volume_node.GetDisplayNode() if volume_node is not None else None
+        return display_node.GetColorNode() if display_node is not None else None
+
+    # ---------------------------------------------------------------- running
+
+    def prepare(
+        self,
+        mri_node,
+        other_node,
+        modality: str,
+        *,
+        method: str | None = None,
+        axis: int | None = None,
+        device: str = "auto",
+        batch_size: int | None = None,
+        colour_node=None,
+        output_node=None,
+    ) -> FusionJob:
+        """Check the inputs and copy what the fusion needs out of the scene.
+
+        ``colour_node`` (SPECT/PET given as a scalar volume) is the colour table the
+        volume is mapped through before fusion; None uses the one the slice viewers
+        show it with. The mapping is stretched over the volume's display window.
+        Raises ``EdgeFusionLib.errors.InputError`` with a one-line message.
+        """
+        environment.ensure_library_importable()
+        from EdgeFusionLib.errors import InputError
+
+        problem = self.validate_inputs(mri_node, other_node, modality, output_node)
+        if problem:
+            raise InputError(problem)
+        modality = normalise_modality(modality)
+        if batch_size is not None and batch_size < 1:
+            raise InputError(f"batch size must be at least 1, got {batch_size}")
+
+        colour_table = colour_range = colour_name = None
+        if modality in COLOUR_MODALITIES and volumes.number_of_components(other_node) == 1:
+            colour_node = colour_node or self.display_colour_node(other_node)
+            if colour_node is None:
+                raise InputError(f"Select a colour table for the {MODALITY_LABELS[modality]} volume '{other_node.GetName()}'.")
+            colour_table = volumes.colour_table(colour_node)
+            colour_range = volumes.display_window(other_node)
+            colour_name = colour_node.GetName()
+            if not colour_range[1] > colour_range[0]:
+                raise InputError(f"The {MODALITY_LABELS[modality]} volume '{other_node.GetName()}' has a single intensity; there is nothing to show in colour.")
+
+        return FusionJob(
+            mri_node_id=mri_node.GetID(),
+            other_node_id=other_node.GetID(),
+            output_node_id=output_node.GetID() if output_node is not None else None,
+            output_name=f"{mri_node.GetName()} + {other_node.GetName()} fused",
+            modality=modality,
+            mri_image=volumes.sitk_image_from_volume(mri_node),
+            other_image=volumes.sitk_image_in_frame_of(other_node, mri_node),
+            method=method or None,
+            axis=axis,
+            device=device,
+            batch_size=int(batch_size) if batch_size else None,
+            colour_table=colour_table,
+            colour_range=colour_range,
+            colour_name=colour_name,
+        )
+
+    @staticmethod
+    def run(job: FusionJob, progress: ProgressCallback | None = None, cancel: CancelCallback | None = None, model=None):
+        """Fuse the job's images in this process; returns the fused SimpleITK image (MRI grid).
+
+        ``model`` overrides the bundled weights (tests use a small untrained network).
+        Raises ``EdgeFusionLib.errors.FusionCancelled`` when ``cancel()`` returns True.
+        """
+        environment.ensure_library_importable()
+        from EdgeFusionLib.fusion import fuse_images
+
+        return fuse_images(
+            job.mri_image,
+            job.other_image,
+            job.modality,
+            method=job.method,
+            axis=job.axis,
+            device=job.device,
+            batch_size=job.batch_size,
+            model=model,
+            colour_table=job.colour_table,
+            colour_range=job.colour_range,
+            progress=progress,
+            cancel=cancel,
+        )
+
+    def finish(self, job: FusionJob, fused_image, details: dict[str, str] | None = None):
+        """Write the fused image into the output volume node (created and added to the scene here).
+
+        The node gets the MRI's geometry and parent transform, and joins the MRI's study
+        in the subject hierarchy. ``details`` (e.g. device, time) are stored as node
+        attributes next to the method and inputs. If anything fails, a node created here
+        is removed again.
+        """
+        import SimpleITK as sitk
+
+        import slicer
+        from EdgeFusionLib.errors import InputError
+
+        scene = self.scene
+        mri_node = scene.GetNodeByID(job.mri_node_id)
+        if mri_node is None:
+            raise InputError("The MRI volume was removed from the scene during the fusion; nothing was created.")
+        is_rgb = fused_image.GetNumberOfComponentsPerPixel() == 3
+        fused = sitk.GetArrayFromImage(fused_image)
+        # [k, j, i] like the MRI; a single-slice MRI comes back as a 2D image, hence the reshape.
+        expected_shape = tuple(reversed(mri_node.GetImageData().GetDimensions())) + ((3,) if is_rgb else ())
+        if fused.size != np.prod(expected_shape):
+            raise RuntimeError(f"the fused image has shape {fused.shape}, the MRI {expected_shape}: the MRI changed during the fusion")
+        fused = fused.reshape(expected_shape)
+
+        if job.output_node_id is not None:
+            output_node = scene.GetNodeByID(job.output_node_id)
+            if output_node is None:
+                raise InputError("The output volume was removed from the scene during the fusion; nothing was written.")
+            created = False
+        else:
+            output_node = slicer.vtkMRMLVectorVolumeNode() if is_rgb else slicer.vtkMRMLScalarVolumeNode()
+            created = True
+
+        try:
+            output_node.SetIJKToRASMatrix(volumes.array_to_matrix(volumes.ijk_to_ras(mri_node)))
+            slicer.util.updateVolumeFromArray(output_node, fused)
+            self._record_provenance(output_node, job, mri_node, details or {})
+            if created:
+                output_node.SetName(scene.GenerateUniqueName(job.output_name))
+                scene.AddNode(output_node)
+            output_node.SetAndObserveTransformNodeID(mri_node.GetTransformNodeID())
+            output_node.CreateDefaultDisplayNodes()
+            if not is_rgb:
+                # Fused scalars are in [0, 1]: show that whole range, not an automatic window.
+                display_node = output_node.GetDisplayNode()
+                display_node.AutoWindowLevelOff()
+                display_node.SetWindowLevelMinMax(0.0, 1.0)
+            self._place_beside(output_node, mri_node)
+        except BaseException:
+            if created and output_node.GetScene() is not None:
+                self._remove_with_display_nodes(output_node)
+            raise
+        return output_node
+
+    def fuse(self, mri_node, other_node, modality: str, *, progress: ProgressCallback | None = None,
+             cancel: CancelCallback | None = None, model=None, **options):
+        """Fuse two volume nodes in this process and return the new (or given) output volume node.
+
+        A vtkMRMLScalarVolumeNode (values in [0, 1]) for CT, a vtkMRMLVectorVolumeNode
+        (RGB, uint8) for SPECT/PET. ``options`` are those of :meth:`prepare` (method, axis,
+        device, batch_size, colour_node, output_node); ``progress``, ``cancel`` and
+        ``model`` those of :meth:`run`.
+        """
+        job = self.prepare(mri_node, other_node, modality, **options)
+        fused_image = self.run(job, progress=progress, cancel=cancel, model=model)
+        return self.finish(job, fused_image)
+
+    # ---------------------------------------------------------------- scene helpers
+
+    @staticmethod
+    def _record_provenance(output_node, job: FusionJob, mri_node, details: dict[str, str]) -> None:
+        other_node = mri_node.GetScene().GetNodeByID(job.other_node_id)
+        attributes = {
+            "MRI": mri_node.GetName(),
+            "Other": other_node.GetName() if other_node is not None else job.other_node_id,
+            "Modality": MODALITY_LABELS[job.modality],
+            "Method": job.method or "default",
+            "ColourTable": job.colour_name or "",
+            **details,
+        }
+        for name, value in attributes.items():
+            output_node.SetAttribute(ATTRIBUTE_PREFIX + name, str(value))
+
+    def _place_beside(self, output_node, mri_node) -> None:
+        """Put the output under the MRI's parent item (its study) in the subject hierarchy."""
+        hierarchy = self.scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
+        if hierarchy is None:  # bare scene (not the Slicer application): no hierarchy to place it in
+            return
+        mri_item = hierarchy.GetItemByDataNode(mri_node)
+        parent_item = hierarchy.GetItemParent(mri_item) if mri_item else hierarchy.GetSceneItemID()
+        output_item = hierarchy.GetItemByDataNode(output_node)
+        if output_item:
+            hierarchy.SetItemParent(output_item, parent_item)
+        else:
+            hierarchy.CreateItem(parent_item, output_node)
+
+    def _remove_with_display_nodes(self, node) -> None:
+        for index in reversed(range(node.GetNumberOfDisplayNodes())):
+            display_node = node.GetNthDisplayNode(index)
+            if display_node is not None:
+                self.scene.RemoveNode(display_node)
+        self.scene.RemoveNode(node)
+
+    def _slice_composite_nodes(self) -> list:
+        collection = self.scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+        return [collection.GetItemAsObject(index) for index in range(collection.GetNumberOfItems())]
+
+    def show_result(self, mri_node, fused_node, fused_on_top: bool = True, opacity: float = 0.5, fit_views: bool = True) -> None:
+        """Show the MRI and the fused volume in every slice view, blended with ``opacity``.
+
+        ``fused_on_top``: the fused volume is the foreground layer (MRI below it);
+        otherwise the MRI is drawn over the fused volume.
+        """
+        background, foreground = (mri_node, fused_node) if fused_on_top else (fused_node, mri_node)
+        for composite_node in self._slice_composite_nodes():
+            composite_node.SetBackgroundVolumeID(background.GetID())
+            composite_node.SetForegroundVolumeID(foreground.GetID())
+            composite_node.SetForegroundOpacity(float(opacity))
+        if fit_views:
+            self.fit_slice_views()
+
+    def set_foreground_opacity(self, opacity: float) -> None:
+        """Blend of the foreground layer in every slice view (0: background only, 1: foreground only)."""
+        for composite_node in self._slice_composite_nodes():
+            composite_node.SetForegroundOpacity(float(opacity))
+
+    def fit_slice_views(self) -> None:
+        """Fit every slice view's field of view to its background volume."""
+        slice_logics = self.application_logic.GetSliceLogics() if self.application_logic is not None else None
+        if slice_logics is None:
+            return
+        for index in range(slice_logics.GetNumberOfItems()):
+            slice_logics.GetItemAsObject(index).FitSliceToBackground()

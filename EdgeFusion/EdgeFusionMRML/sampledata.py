@@ -1,0 +1,75 @@
+"""EdgeFusion's sample data (a synthetic MRI/CT/SPECT head phantom) for the SampleData module.
+
+The files, their sha256 checksums, licence and provenance are listed in
+``Resources/SampleData/sampledata.json``, written by ``make_phantom.py`` beside it.
+The same registry feeds the SampleData module (which checks the checksums when it
+"downloads" the files from their ``file://`` location), the self-test and the tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from . import environment
+
+REGISTRY_NAME = "sampledata.json"
+
+
+def sample_data_folder() -> Path:
+    return environment.shared_resource_path("SampleData")
+
+
+def read_registry(folder: Path | None = None) -> dict:
+    folder = folder or sample_data_folder()
+    return json.loads((folder / REGISTRY_NAME).read_text(encoding="utf-8"))
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sample_data_sources(folder: Path | None = None) -> list[dict]:
+    """Keyword arguments for ``SampleData.SampleDataLogic.registerCustomSampleDataSource``, one dict per sample."""
+    folder = folder or sample_data_folder()
+    registry = read_registry(folder)
+    sources = []
+    for sample in registry["samples"]:
+        files = [registry["files"][name] for name in sample["files"]]
+        sources.append(
+            {
+                "category": registry["category"],
+                "sampleName": sample["name"],
+                "thumbnailFileName": str(folder / sample["thumbnail"]),
+                "uris": [(folder / name).resolve().as_uri() for name in sample["files"]],
+                "fileNames": list(sample["files"]),
+                "nodeNames": [entry["node_name"] for entry in files],
+                "checksums": [f"SHA256:{entry['sha256']}" for entry in files],
+            }
+        )
+    return sources
+
+
+def sample_file(node_name: str, folder: Path | None = None) -> Path:
+    """Path of a sample file by node name (e.g. 'EdgeFusionPhantom-CT'), after checking its sha256."""
+    folder = folder or sample_data_folder()
+    for file_name, entry in read_registry(folder)["files"].items():
+        if entry["node_name"] == node_name:
+            path = folder / file_name
+            if sha256_of(path) != entry["sha256"]:
+                raise ValueError(f"{path} does not match its sha256 in {REGISTRY_NAME}; regenerate it with make_phantom.py")
+            return path
+    raise KeyError(f"no sample file for node name {node_name!r}")
+
+
+def load_sample_volume(node_name: str, volumes_logic, folder: Path | None = None):
+    """Load a sample file into the scene of ``volumes_logic`` (a vtkSlicerVolumesLogic) as Slicer does."""
+    node = volumes_logic.AddArchetypeVolume(str(sample_file(node_name, folder)), node_name)
+    if node is None:
+        raise RuntimeError(f"Slicer could not read the sample file for {node_name}")
+    return node

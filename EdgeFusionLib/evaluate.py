@@ -1,0 +1,579 @@
+"""``edgefusion evaluate``: score fusion methods over a folder of registered image pairs.
+
+Reads every pair of ``DIR/<task>/`` (the layout of ``../shared/data/harvard``, see
+``atlas``), fuses it with each method, scores the fusion with the 13 metrics of
+``metrics.METRICS`` (on the luma Y for colour SPECT/PET, METHOD.md section 3), and
+writes to the output folder:
+
+* ``results.md``: mean +- std per metric per method, mean rank, seconds per pair;
+* ``results.csv``: the same numbers, one row per method;
+* ``results.json``: means, stds, mean ranks and every per-pair value;
+* ``figure.png``: example pairs with each method's fusion, then per-metric bar charts.
+
+Nothing is written until every pair is scored, and each file is written to a temporary
+name and renamed, so a failed or interrupted run leaves no half-written output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import importlib
+import io
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from EdgeFusionLib import atlas
+from EdgeFusionLib.baselines import PIXEL_METHODS
+from EdgeFusionLib.colour import luma, replace_luma
+from EdgeFusionLib.metrics import METRIC_LABELS, METRICS, compute_metrics, mean_rank
+
+#: The files written to the output folder, by kind.
+OUTPUT_FILES = {"markdown": "results.md", "csv": "results.csv", "json": "results.json", "figure": "figure.png"}
+
+#: Exit status of ``run_cli`` for bad arguments or data (the ``edgefusion`` convention).
+EXIT_BAD_INPUT = 2
+
+#: Pairs shown with every method's fusion in figure.png by default. Use 0 for a report that
+#: goes into the repository: the atlas images (and crops of them) must not be copied there.
+EXAMPLE_PAIRS = 3
+
+# Decimals per metric in the markdown table (the rest use 3).
+_DECIMALS = {"psnr": 2, "sd": 4, "sf": 4, "ag": 4}
+
+Fuser = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedPair:
+    """One pair as the metrics see it: grey MRI and grey (luma) other modality in [0, 1]."""
+
+    pair: atlas.Pair
+    mri: np.ndarray
+    other: np.ndarray
+    other_rgb: np.ndarray | None  # the colour original of a pseudo-colour image, for display
+
+
+# ---------------------------------------------------------------------------
+# Inputs
+
+
+def read_grey01(path: Path | str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(grey float32 in [0, 1], RGB float32 in [0, 1] or None) of an 8- or 16-bit image file.
+
+    A colour image's grey is its BT.601 luma Y (``colour.luma``), as the fusion uses.
+    """
+    from PIL import Image
+
+    with Image.open(path) as image:
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey (Pillow reads some as "I")
+            grey = np.asarray(image, dtype=np.float32) / 65535.0
+            if grey.min() < 0 or grey.max() > 1:
+                raise ValueError(f"{path}: values outside the 16-bit range")
+            return grey, None
+        if image.mode in ("1", "L"):
+            return np.asarray(image.convert("L"), dtype=np.float32) / 255.0, None
+        if image.mode in ("P", "PA", "LA", "RGB", "RGBA", "CMYK", "YCbCr"):
+            rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+            return np.clip(luma(rgb), 0.0, 1.0), rgb
+    raise ValueError(f"{path}: unsupported image mode {image.mode!r}; use 8- or 16-bit grey or RGB")
+
+
+def load_pair(pair: atlas.Pair) -> LoadedPair:
+    mri, _ = read_grey01(pair.mri_path)
+    other, other_rgb = read_grey01(pair.other_path)
+    if mri.shape != other.shape:
+        raise ValueError(
+            f"pair {pair.name}: MRI {mri.shape[1]}x{mri.shape[0]} and {pair.other_path.parent.name} "
+            f"{other.shape[1]}x{other.shape[0]} differ; the images of a pair must be registered"
+        )
+    return LoadedPair(pair, mri, other, other_rgb)
+
+
+def select_pairs(
+    data_dir: Path | str, task: str, cases: Sequence[str] | None = None, limit: int | None = None
+) -> list[atlas.Pair]:
+    """The pairs of ``data_dir/<task>``, optionally only those of ``cases``, then the first ``limit``."""
+    pairs = atlas.task_pairs(data_dir, task)
+    if cases is not None:
+        cases = [str(case) for case in cases]
+        present = sorted({pair.case for pair in pairs})
+        missing = [case for case in cases if case not in present]
+        if missing:
+            raise ValueError(
+                f"no pairs of case {', '.join(missing)} in {Path(data_dir) / task}; cases there: {', '.join(present)}"
+            )
+        pairs = [pair for pair in pairs if pair.case in cases]
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        pairs = pairs[:limit]
+    return pairs
+
+
+# ---------------------------------------------------------------------------
+# Methods
+
+
+def _optional_module(name: str) -> ModuleType | None:
+    """The module, or None when that module itself does not exist (errors inside it propagate)."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name == name:
+            return None
+        raise
+
+
+def default_methods(task: str) -> list[str]:
+    """The task's default network method (once ``EdgeFusionLib.methods`` exists) and every pixel baseline."""
+    registry = _optional_module("EdgeFusionLib.methods")
+    network = [registry.DEFAULT_METHOD[task]] if registry is not None else []
+    return network + [name for name in PIXEL_METHODS if name not in network]
+
+
+def method_fusers(methods: Sequence[str], task: str, device: str = "auto") -> dict[str, Fuser]:
+    """{method: fn(mri01, other01) -> fused01}; raises ValueError for an unknown or unavailable method.
+
+    Pixel baselines run directly; any other name is a network method of
+    ``EdgeFusionLib.fusion.fuse_2d_arrays``.
+    """
+    if not methods:
+        raise ValueError("no methods to evaluate")
+    methods = list(dict.fromkeys(methods))  # drop repeats, keep order
+    registry = _optional_module("EdgeFusionLib.methods")
+    known = list(registry.method_names()) if registry is not None else list(PIXEL_METHODS)
+    fusers: dict[str, Fuser] = {}
+    for method in methods:
+        if method in PIXEL_METHODS:
+            fusers[method] = PIXEL_METHODS[method]
+            continue
+        if registry is not None and method not in known:
+            raise ValueError(f"unknown method {method!r}; choose from {', '.join(known)}")
+        fusion = _optional_module("EdgeFusionLib.fusion")
+        if fusion is None or not hasattr(fusion, "fuse_2d_arrays"):
+            raise ValueError(
+                f"unknown method {method!r}: not a pixel baseline ({', '.join(PIXEL_METHODS)}) and the "
+                "network fusion engine (EdgeFusionLib.fusion.fuse_2d_arrays) is not available"
+            )
+        fusers[method] = _network_fuser(fusion.fuse_2d_arrays, task, method, device)
+    return fusers
+
+
+def _network_fuser(fuse_2d_arrays: Callable, task: str, method: str, device: str) -> Fuser:
+    def fuse(mri: np.ndarray, other: np.ndarray) -> np.ndarray:
+        return fuse_2d_arrays(mri, other, task, method, device=device)
+
+    return fuse
+
+
+# ---------------------------------------------------------------------------
+# Evaluation
+
+
+def run_evaluation(
+    data_dir: Path | str,
+    task: str,
+    methods: Sequence[str],
+    out_dir: Path | str,
+    device: str = "auto",
+    limit: int | None = None,
+    cases: Sequence[str] | None = None,
+    progress: bool = True,
+    examples: int = EXAMPLE_PAIRS,
+) -> dict:
+    """Fuse and score every selected pair with every method; write the report; return the results.
+
+    ``cases`` keeps only those atlas cases (e.g. ``atlas.VALIDATION_CASES[task]``), ``limit``
+    the first N pairs after that; ``examples`` pairs are shown in the figure (0: bar charts
+    only). Each method is timed after one untimed warm-up fusion (imports, model loading).
+    Returns the dict written to ``results.json`` (NaN kept as float) plus ``outputs``, the
+    paths written. Raises ValueError for bad arguments or data, before any file is written.
+    """
+    atlas.check_task(task)
+    if examples < 0:
+        raise ValueError(f"examples must be 0 or more, got {examples}")
+    fusers = method_fusers(methods, task, device)
+    pairs = select_pairs(data_dir, task, cases, limit)
+    records, example_images, shapes = _score_pairs(pairs, fusers, examples, progress=progress, label=task)
+    results = summarise(records, task=task, pairs=pairs, shapes=shapes)
+    results.update(
+        data_dir=str(data_dir),
+        device=device,
+        command=_command_line(data_dir, task, list(fusers), cases, limit, examples),
+        cases=sorted({pair.case for pair in pairs}),
+        case_filter=None if cases is None else [str(case) for case in cases],
+        limit=limit,
+        examples=examples,
+    )
+    results["outputs"] = write_report(results, example_images, Path(out_dir))
+    return results
+
+
+def _score_pairs(
+    pairs: Sequence[atlas.Pair], fusers: dict[str, Fuser], examples: int, progress: bool, label: str
+) -> tuple[dict[str, list[dict]], list[tuple[LoadedPair, dict[str, np.ndarray]]], set[tuple[int, int]]]:
+    """Per-method lists of per-pair records, the example pairs with their fusions, the image shapes."""
+    from tqdm import tqdm
+
+    # examples spread evenly over the (name-sorted, so case-grouped) pairs
+    example_indices = set(np.linspace(0, len(pairs) - 1, min(examples, len(pairs))).round().astype(int).tolist())
+    records: dict[str, list[dict]] = {method: [] for method in fusers}
+    example_images = []
+    shapes = set()
+    bar = tqdm(total=len(pairs), desc=f"evaluate {label}", unit="pair", disable=not (progress and sys.stderr.isatty()))
+    with bar:
+        for index, pair in enumerate(pairs):
+            loaded = load_pair(pair)
+            shapes.add(loaded.mri.shape)
+            if index == 0:
+                _warm_up(fusers, loaded)
+            fused_images = {}
+            for method, fuse in fusers.items():
+                start = time.perf_counter()
+                fused = np.asarray(fuse(loaded.mri, loaded.other), dtype=np.float32)
+                seconds = time.perf_counter() - start
+                scores = compute_metrics(fused, loaded.mri, loaded.other)
+                records[method].append({"pair": pair.name, "case": pair.case, "seconds": seconds, **scores})
+                fused_images[method] = fused
+            if index in example_indices:
+                example_images.append((loaded, fused_images))
+            bar.update(1)
+    return records, example_images, shapes
+
+
+def _warm_up(fusers: dict[str, Fuser], loaded: LoadedPair) -> None:
+    """One untimed fusion per method, so that imports and model loading are not timed as a pair."""
+    for fuse in fusers.values():
+        fuse(loaded.mri, loaded.other)
+
+
+def summarise(
+    records: dict[str, list[dict]], task: str, pairs: Sequence[atlas.Pair], shapes: set[tuple[int, int]]
+) -> dict:
+    """Means, population stds and mean ranks from per-pair records (see ``run_evaluation``)."""
+    metric_names = list(METRICS)
+    summary = {}
+    for method, rows in records.items():
+        columns = {name: np.array([row[name] for row in rows], dtype=np.float64) for name in [*metric_names, "seconds"]}
+        summary[method] = {
+            "mean": {name: float(values.mean()) for name, values in columns.items()},
+            "std": {name: float(values.std()) for name, values in columns.items()},
+        }
+    ranks = mean_rank({method: summary[method]["mean"] for method in summary}, metric_names)
+    for method, rank in ranks.items():
+        summary[method]["mean_rank"] = rank
+    return {
+        "task": task,
+        "methods": list(records),
+        "metrics": metric_names,
+        "pairs": [pair.name for pair in pairs],
+        "n_pairs": len(pairs),
+        "image_shapes": sorted(shapes),
+        "summary": summary,
+        "per_pair": records,
+    }
+
+
+def _command_line(data_dir, task, methods, cases, limit, examples) -> str:
+    parts = ["edgefusion evaluate", f"--task {task}", f"--data {data_dir}", "--methods " + " ".join(methods)]
+    if cases is not None:
+        parts.append("--cases " + " ".join(str(case) for case in cases))
+    if limit is not None:
+        parts.append(f"--limit {limit}")
+    if examples != EXAMPLE_PAIRS:
+        parts.append(f"--examples {examples}")
+    return " ".join(parts)
+
+
+# ---------------------------------------------------------------------------
+# Report
+
+
+def _ranked_methods(results: dict) -> list[str]:
+    """Methods by mean rank, best first (ties keep the order given)."""
+    summary = results["summary"]
+    return sorted(results["methods"], key=lambda method: summary[method]["mean_rank"])
+
+
+def _format_value(value: float, decimals: int) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{decimals}f}"
+
+
+def markdown_table(results: dict) -> str:
+    """Methods (best mean rank first) x metrics as 'mean ± std'; best mean per column in bold."""
+    summary = results["summary"]
+    metric_names = results["metrics"]
+    methods = _ranked_methods(results)
+    best = {
+        name: max((summary[m]["mean"][name] for m in methods if not math.isnan(summary[m]["mean"][name])), default=None)
+        for name in metric_names
+    }
+    best_rank = min(summary[m]["mean_rank"] for m in methods)
+    header = ["method", "mean rank ↓", *(f"{METRIC_LABELS[name]} ↑" for name in metric_names), "s/pair"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for method in methods:
+        rank = f"{summary[method]['mean_rank']:.2f}"
+        cells = [f"`{method}`", f"**{rank}**" if summary[method]["mean_rank"] == best_rank else rank]
+        for name in metric_names:
+            decimals = _DECIMALS.get(name, 3)
+            mean, std = summary[method]["mean"][name], summary[method]["std"][name]
+            text = f"{_format_value(mean, decimals)} ± {_format_value(std, decimals)}"
+            cells.append(f"**{text}**" if mean == best[name] else text)
+        cells.append(f"{summary[method]['mean']['seconds']:.3g}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _shape_text(shapes: Sequence[Sequence[int]]) -> str:
+    sizes = [f"{width}×{height}" for height, width in shapes]
+    if len(sizes) == 1:
+        return sizes[0]
+    return f"{len(sizes)} sizes ({', '.join(sizes[:4])}{', …' if len(sizes) > 4 else ''})"
+
+
+def _selection_text(results: dict) -> str:
+    """'All 36 pairs of cases 16, 32 in `DIR/MRI-CT`' and the like."""
+    where = f"`{results['data_dir']}/{results['task']}`"
+    count = f"{results['n_pairs']} pairs"
+    count = f"the first {count} (by name)" if results["limit"] is not None else f"all {count}"
+    if results["case_filter"] is None:
+        text = f"{count} in {where} (cases {', '.join(results['cases'])})"
+    else:
+        cases = results["case_filter"]
+        text = f"{count} of case{'s' if len(cases) > 1 else ''} {', '.join(cases)} in {where}"
+    return text[0].upper() + text[1:]
+
+
+def markdown_report(results: dict) -> str:
+    task = results["task"]
+    other = atlas.TASKS[task][0]
+    luma_note = (
+        f" {other} is compared through its luma Y (BT.601), the channel that is fused (METHOD.md §3)."
+        if task != "MRI-CT"
+        else ""
+    )
+    caption = "Example fusions and per-metric means" if results["examples"] else "Per-metric means"
+    timing = "s/pair: seconds of fusion per pair, after one warm-up fusion"
+    if any(method not in PIXEL_METHODS for method in results["methods"]):
+        timing += f" (network methods on device `{results['device']}`)"
+    return f"""# EdgeFusion evaluation: {task}
+
+{_selection_text(results)}, images {_shape_text(results['image_shapes'])}. Each cell is the mean ± \
+standard deviation over the pairs of a metric of the fused image F against both sources (MRI and {other}).\
+{luma_note} Higher is better for every metric; **mean rank** is each method's rank per metric (1 = best) \
+averaged over the {len(results['metrics'])} metrics, and rows are sorted by it. Bold: best per column. {timing}.
+
+{markdown_table(results)}
+
+![{caption} (error bars: standard deviation)](figure.png)
+
+## Metrics
+
+Images in [0, 1]. PSNR (dB, data range 1) and SSIM (11×11 Gaussian window, σ 1.5) are averaged over \
+the two sources; MI (bits, 256-bin joint histograms) is summed over them; NMI is Hossny's normalised \
+MI (0–2); Qabf is the Xydeas–Petrović edge-transfer measure (Tg 0.9994, kg −15, Dg 0.5, Ta 0.9879, \
+ka −22, Da 0.8, L 1); VIF is the pixel-domain VIFp of Sheikh & Bovik summed over the sources; FMI is \
+Haghighat's fast feature mutual information on 3×3 windows, on raw pixels and on Sobel gradient \
+magnitudes, averaged over the sources; FSIM is Zhang et al.'s feature similarity (grey), averaged; EN is \
+the entropy (bits) of the 256-bin histogram of the 8-bit fused image (not the paper's count of distinct \
+float values); SD, SF and AG (standard deviation, spatial frequency, average gradient) are on the [0, 1] \
+scale. PSNR and SSIM against the sources reward blur toward the mean; the edge and information metrics \
+(Qabf, FMI, MI, SF, AG, EN) reward keeping each source's detail: a good fusion wins on both kinds.
+
+Reproduce with `{results['command']}`.
+"""
+
+
+def results_csv(results: dict) -> str:
+    summary = results["summary"]
+    names = [*results["metrics"], "seconds"]
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["method", "pairs", "mean_rank", *(f"{name}_{stat}" for name in names for stat in ("mean", "std"))])
+    for method in _ranked_methods(results):
+        values = [summary[method][stat][name] for name in names for stat in ("mean", "std")]
+        writer.writerow([method, results["n_pairs"], summary[method]["mean_rank"], *values])
+    return buffer.getvalue()
+
+
+def _json_safe(value):
+    """Non-finite floats become null: JSON has no NaN or infinity."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(item) for item in value]
+    return value
+
+
+_IMAGE_ROW_HEIGHT = 1.8  # inches per example pair in figure.png
+_BAR_ROW_HEIGHT = 2.6  # inches per row of bar charts
+_BAR_COLUMNS = 5
+
+
+def figure_png(results: dict, examples: Sequence[tuple[LoadedPair, dict[str, np.ndarray]]]) -> bytes:
+    """PNG of the example pairs (MRI, other, each method's fusion) above per-metric bar charts."""
+    from matplotlib.figure import Figure  # a bare Figure renders with Agg, no GUI backend involved
+
+    panels = [*results["metrics"], "seconds"]
+    bar_rows = math.ceil(len(panels) / _BAR_COLUMNS)
+    width = max(1.7 * (2 + len(results["methods"])), 2.9 * _BAR_COLUMNS)
+    heights = [_IMAGE_ROW_HEIGHT * len(examples), _BAR_ROW_HEIGHT * bar_rows]
+    figure = Figure(figsize=(width, sum(heights) + 0.6), layout="constrained")
+    if examples:
+        top, bottom = figure.subfigures(2, 1, height_ratios=heights)
+        _draw_examples(top, results, examples)
+    else:
+        bottom = figure
+    _draw_bars(bottom, results, panels, bar_rows)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
+def _draw_examples(figure, results: dict, examples: Sequence[tuple[LoadedPair, dict[str, np.ndarray]]]) -> None:
+    methods = results["methods"]
+    columns = 2 + len(methods)
+    figure.suptitle(f"{results['task']}: example pairs", fontsize="medium")
+    for row, (loaded, fused_images) in enumerate(examples):
+        rgb = loaded.other_rgb
+
+        def as_delivered(fused: np.ndarray) -> np.ndarray:
+            # a colour task's fusion is delivered as the fused Y with the original chroma
+            return fused if rgb is None else replace_luma(rgb, fused)
+
+        shown = [("MRI", loaded.mri), (atlas.TASKS[results["task"]][0], loaded.other if rgb is None else rgb)]
+        shown += [(method, as_delivered(fused)) for method, fused in fused_images.items()]
+        for column, (title, image) in enumerate(shown):
+            axes = figure.add_subplot(len(examples), columns, row * columns + column + 1)
+            axes.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+            axes.set_xticks([])
+            axes.set_yticks([])
+            if row == 0:
+                axes.set_title(title, fontsize="small")
+            if column == 0:
+                axes.set_ylabel(loaded.pair.name, fontsize="small")
+
+
+def _draw_bars(figure, results: dict, panels: Sequence[str], rows: int) -> None:
+    methods = results["methods"]
+    summary = results["summary"]
+    positions = np.arange(len(methods))
+    colours = [f"C{index % 10}" for index in positions]
+    for index, name in enumerate(panels):
+        axes = figure.add_subplot(rows, _BAR_COLUMNS, index + 1)
+        means = np.array([summary[method]["mean"][name] for method in methods])
+        stds = np.array([summary[method]["std"][name] for method in methods])
+        finite = np.isfinite(means) & np.isfinite(stds)  # a NaN or infinite mean gets no bar
+        axes.bar(positions, np.where(finite, means, 0.0), yerr=np.where(finite, stds, 0.0), color=colours)
+        title = f"{METRIC_LABELS[name]} ↑" if name in METRICS else "seconds per pair ↓"
+        axes.set_title(title, fontsize="small")
+        axes.set_xticks(positions, methods, rotation=45, ha="right", fontsize="x-small")
+        axes.tick_params(axis="y", labelsize="x-small")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary file next to ``path``, then rename it over ``path``."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder: the rename is atomic
+    try:
+        temporary.write_bytes(data)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def write_report(results: dict, examples, out_dir: Path) -> dict[str, str]:
+    """Render every output in memory first, then write each atomically; return {kind: path}."""
+    outputs = {kind: str(out_dir / name) for kind, name in OUTPUT_FILES.items()}
+    contents = {
+        "markdown": markdown_report(results).encode(),
+        "csv": results_csv(results).encode(),
+        "json": json.dumps(_json_safe({**results, "outputs": outputs}), indent=1).encode(),
+        "figure": figure_png(results, examples),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for kind, data in contents.items():
+        _write_atomic(Path(outputs[kind]), data)
+    return outputs
+
+
+# ---------------------------------------------------------------------------
+# Command line
+
+
+def register_cli(subparsers) -> argparse.ArgumentParser:
+    """Add the ``evaluate`` sub-command to an argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="score fusion methods on a folder of MRI/other image pairs",
+        description=(
+            "Fuse every pair under DIR/<task>/ (MRI/NAME.png with CT|SPECT|PET/NAME.png) with each method and "
+            "write results.md, results.csv, results.json and figure.png (13 metrics, mean ± std, mean rank, "
+            "seconds per pair)."
+        ),
+    )
+    parser.add_argument("--task", required=True, choices=list(atlas.TASKS))
+    parser.add_argument(
+        "--data", required=True, type=Path, metavar="DIR", help="folder holding <task>/MRI and <task>/<other>"
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        metavar="METHOD",
+        help=f"methods to compare (default: the task's default network method and {', '.join(PIXEL_METHODS)})",
+    )
+    parser.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: out/evaluate-<task>)")
+    selection = parser.add_mutually_exclusive_group()
+    selection.add_argument(
+        "--cases", nargs="+", metavar="CASE", help="only these cases (first two characters of a name)"
+    )
+    selection.add_argument(
+        "--validation-cases", action="store_true", help="only the task's validation cases (atlas.VALIDATION_CASES)"
+    )
+    parser.add_argument("--limit", type=int, metavar="N", help="only the first N pairs")
+    parser.add_argument(
+        "--examples",
+        type=int,
+        default=EXAMPLE_PAIRS,
+        metavar="N",
+        help=f"example pairs shown in figure.png (default {EXAMPLE_PAIRS}; 0 for bar charts only, e.g. for a "
+        "report kept in the repository, where atlas images must not go)",
+    )
+    parser.add_argument(
+        "--device", default="auto", help="device of the network methods: auto, cpu, cuda, ... (default auto)"
+    )
+    parser.set_defaults(func=run_cli)
+    return parser
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    cases = atlas.VALIDATION_CASES[args.task] if args.validation_cases else args.cases
+    try:
+        results = run_evaluation(
+            args.data,
+            args.task,
+            args.methods or default_methods(args.task),
+            args.out or Path("out") / f"evaluate-{args.task}",
+            device=args.device,
+            limit=args.limit,
+            cases=cases,
+            examples=args.examples,
+        )
+    except (ValueError, OSError) as error:
+        print(f"edgefusion evaluate: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(markdown_table(results))
+    print(f"\n{results['n_pairs']} pairs; wrote " + ", ".join(results["outputs"].values()))
+    return 0

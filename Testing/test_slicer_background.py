@@ -1,0 +1,86 @@
+"""Fusion in a separate process (what the panel does so that Slicer never freezes).
+
+The worker is started with this interpreter, as the panel starts it with
+``PythonSlicer``; the Qt timer that polls it in Slicer is replaced by ``wait``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="Slicer's MRML libraries (pip install slicer-core) are not installed")
+
+from edgefusion_slicer_support import app, logic  # noqa: E402,F401  (pytest fixtures)
+
+from EdgeFusionMRML import sampledata  # noqa: E402
+from EdgeFusionMRML.background import BackgroundFusion  # noqa: E402
+
+WORKER_TIMEOUT = 180  # seconds; starting Python and importing torch dominates
+
+
+@pytest.fixture
+def phantom(app, logic):
+    mri = sampledata.load_sample_volume("EdgeFusionPhantom-MRI", app.volumes_logic)
+    spect = sampledata.load_sample_volume("EdgeFusionPhantom-SPECT", app.volumes_logic)
+    return logic, mri, spect
+
+
+def run_in_background(job, tmp_path, cancel_at_start=False):
+    logged = []
+    run = BackgroundFusion(job, work_folder=tmp_path, log=logged.append)
+    run.start()
+    if cancel_at_start:
+        run.cancel()
+    status = run.wait(timeout=WORKER_TIMEOUT)
+    return run, status, logged
+
+
+def test_background_process_gives_the_in_process_result(app, phantom, tmp_path):
+    logic, mri, spect = phantom
+    job = logic.prepare(mri, spect, "spect", method="pixel-average", colour_node=app.colour_node("PET-Heat"))
+    ids_while_running = app.node_ids()
+
+    run, status, logged = run_in_background(job, tmp_path)
+    try:
+        assert status.state == "finished", (status.message, logged)
+        assert (status.slices_done, status.slices_total) == (24, 24)
+        assert status.device == "cpu" and status.device_name and status.seconds > 0
+        assert app.node_ids() == ids_while_running, "the worker must not touch the scene"
+        fused = logic.finish(job, run.result(), {"Device": status.device})
+    finally:
+        run.close()
+    assert not run.job_folder.exists()
+
+    in_process = logic.fuse(mri, spect, "spect", method="pixel-average", colour_node=app.colour_node("PET-Heat"))
+    assert fused.GetClassName() == in_process.GetClassName() == "vtkMRMLVectorVolumeNode"
+    np.testing.assert_array_equal(slicer.util.arrayFromVolume(fused), slicer.util.arrayFromVolume(in_process))
+    assert fused.GetAttribute("EdgeFusion.Device") == "cpu"
+
+
+def test_cancelled_background_run_ends_without_a_result(app, phantom, tmp_path):
+    logic, mri, spect = phantom
+    job = logic.prepare(mri, spect, "spect", method="pixel-average")
+    ids_before = app.node_ids()
+
+    run, status, _ = run_in_background(job, tmp_path, cancel_at_start=True)
+    try:
+        assert status.state == "cancelled"
+        assert status.slices_done < status.slices_total or status.slices_total == 0
+        with pytest.raises(RuntimeError, match="cancelled"):
+            run.result()
+    finally:
+        run.close()
+    assert app.node_ids() == ids_before
+
+
+def test_errors_in_the_worker_reach_the_user_as_one_line(app, phantom, tmp_path):
+    logic, mri, spect = phantom
+    job = logic.prepare(mri, spect, "spect", method="no-such-rule")
+
+    run, status, _ = run_in_background(job, tmp_path)
+    run.close()
+
+    assert status.state == "failed"
+    assert "unknown fusion method 'no-such-rule'" in status.message
+    assert "\n" not in status.message

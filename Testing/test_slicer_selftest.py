@@ -1,0 +1,107 @@
+"""EdgeFusion.py's own code on the real MRML libraries: its logic class and its self-test (EdgeFusionTest).
+
+``slicer-core`` has Slicer's MRML and logic libraries but not the Qt application, so
+what EdgeFusion.py imports from it is replaced here by minimal stand-ins: ``qt``,
+``ctk``, the ScriptedLoadableModule base classes, ``slicer.parameterNodeWrapper``,
+``slicer.i18n`` and the few ``slicer.app`` / ``slicer.util`` calls the self-test
+makes (loading a file, the Red view's composite node). Everything the self-test
+checks (fusion, geometry, colour, cancel, bad inputs, the background process) runs
+for real. The panel itself (EdgeFusionWidget) is not exercised: it needs Slicer.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+import unittest
+from unittest import mock
+
+import pytest
+
+slicer = pytest.importorskip("slicer", reason="Slicer's MRML libraries (pip install slicer-core) are not installed")
+
+from edgefusion_slicer_support import make_slicer_scene  # noqa: E402
+
+from EdgeFusionMRML.background import default_launch  # noqa: E402
+from EdgeFusionMRML.logic import VolumeFusionLogic  # noqa: E402
+
+
+class ScriptedLoadableModuleLogicStandIn:
+    """Like Slicer's: cooperative ``__init__`` and the module name from the class name."""
+
+    def __init__(self, parent=None):
+        super().__init__()
+        self.moduleName = type(self).__name__.removesuffix("Logic")
+
+
+class ScriptedLoadableModuleTestStandIn(unittest.TestCase):
+    __test__ = False  # a base class for EdgeFusionTest, not a test of its own
+
+    def delayDisplay(self, message, msec=None):
+        pass
+
+    def runTest(self):  # replaced by EdgeFusionTest.runTest
+        pass
+
+
+def stand_in_modules() -> dict[str, types.ModuleType]:
+    i18n = types.ModuleType("slicer.i18n")
+    i18n.tr = lambda text: text
+    i18n.translate = lambda context, text: text
+    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+    wrapper.parameterNodeWrapper = lambda cls: cls
+    wrapper.Choice = lambda choices: ("Choice", tuple(choices))
+    wrapper.WithinRange = lambda low, high: ("WithinRange", low, high)
+    base = types.ModuleType("slicer.ScriptedLoadableModule")
+    base.ScriptedLoadableModule = base.ScriptedLoadableModuleWidget = type("GuiStandIn", (), {"__init__": lambda self, *args: None})
+    base.ScriptedLoadableModuleLogic = ScriptedLoadableModuleLogicStandIn
+    base.ScriptedLoadableModuleTest = ScriptedLoadableModuleTestStandIn
+    return {"qt": mock.MagicMock(), "ctk": mock.MagicMock(), "slicer.i18n": i18n,
+            "slicer.parameterNodeWrapper": wrapper, "slicer.ScriptedLoadableModule": base}
+
+
+@pytest.fixture
+def edgefusion(monkeypatch, tmp_path):
+    """(EdgeFusion module imported with the stand-ins, the Slicer-like scene it works in)."""
+    app = make_slicer_scene()
+    for name, module in stand_in_modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    application = mock.MagicMock()
+    application.applicationLogic.return_value = app.application_logic
+    application.temporaryPath = str(tmp_path)
+    application.layoutManager.return_value.sliceWidget.side_effect = lambda view: mock.Mock(
+        mrmlSliceCompositeNode=app.slice_logics[view].GetSliceCompositeNode)
+    monkeypatch.setattr(slicer, "app", application, raising=False)
+    monkeypatch.setattr(slicer, "modules", mock.Mock(volumes=mock.Mock(logic=lambda: app.volumes_logic)), raising=False)
+    monkeypatch.setattr(slicer.util, "loadVolume", lambda path, properties: app.volumes_logic.AddArchetypeVolume(path, properties["name"]))
+    monkeypatch.setattr(slicer.util, "launchConsoleProcess", default_launch)  # Slicer's needs the application
+    monkeypatch.delitem(sys.modules, "EdgeFusion", raising=False)
+    module = importlib.import_module("EdgeFusion")
+    yield module, app
+    sys.modules.pop("EdgeFusion", None)
+
+
+def test_module_logic_works_in_the_application_scene(edgefusion):
+    module, app = edgefusion
+    logic = module.EdgeFusionLogic()
+    assert isinstance(logic, VolumeFusionLogic)
+    assert logic.moduleName == "EdgeFusion"
+    assert logic.scene is slicer.mrmlScene is app.scene
+    assert logic.application_logic is app.application_logic
+
+
+def test_parameter_node_defaults(edgefusion):
+    module, _ = edgefusion
+    parameters = module.EdgeFusionParameterNode
+    assert (parameters.modality, parameters.fusionRule, parameters.batchSize) == ("CT", "", 0)
+    assert (parameters.slicePlane, parameters.device) == (module.SlicePlane.AUTOMATIC, module.ComputeDevice.AUTOMATIC)
+    assert (parameters.fusedOnTop, parameters.opacity) == (True, 0.5)
+    assert [plane.value for plane in module.SlicePlane] == ["auto", "axial", "coronal", "sagittal"]
+    assert [device.value for device in module.ComputeDevice] == ["auto", "cpu", "cuda"]
+
+
+def test_the_module_self_test_passes(edgefusion):
+    module, app = edgefusion
+    module.EdgeFusionTest().runTest()
+    assert app.scene.GetFirstNodeByName("PET-Heat") is not None
