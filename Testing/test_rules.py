@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from EdgeFusionLib.rules import LATENT_RULES, SFNN_REDUCTIONS, nuclear_norms, sfnn_weights
+from EdgeFusionLib.rules import LATENT_RULES, SFNN_REDUCTIONS, max_nuclear_norm, nuclear_norms, sfnn_weights
 
 
 def realistic_softmax_maps(batch=2, channels=64, height=48, width=40, seed=0):
@@ -26,6 +26,25 @@ def test_batched_nuclear_norms_match_svd_within_1e4(maps):
     reference = paper_nuclear_norms(maps)
     assert torch.allclose(nuclear_norms(maps), reference, rtol=1e-4, atol=0)
     assert torch.allclose(nuclear_norms(maps.float()), reference, rtol=1e-4, atol=0)
+
+
+@pytest.mark.parametrize("maps", [
+    realistic_softmax_maps(batch=3),
+    torch.softmax(torch.randn(2, 64, 24, 40), dim=1),  # full-rank noise: little to prune
+    torch.softmax(torch.randn(1, 16, 32, 32) * 0.01, dim=1),  # nearly constant maps: all bounds close
+])
+def test_pruned_maximum_equals_the_maximum_of_all_norms(maps):
+    assert torch.allclose(max_nuclear_norm(maps), paper_nuclear_norms(maps).amax(dim=1), rtol=1e-6, atol=0)
+
+
+def test_pruning_computes_few_exact_norms_on_real_like_maps(monkeypatch):
+    import EdgeFusionLib.rules as rules
+
+    computed = []
+    exact = rules.nuclear_norms
+    monkeypatch.setattr(rules, "nuclear_norms", lambda maps: computed.append(maps.shape[1]) or exact(maps))
+    rules.max_nuclear_norm(realistic_softmax_maps(batch=1))
+    assert sum(computed) < 64
 
 
 def test_sfnn_weights_follow_the_paper_formula():
