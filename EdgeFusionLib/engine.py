@@ -164,15 +164,30 @@ class FusionEngine:
     def _fuse_latent(self, mri01: np.ndarray, other01: np.ndarray) -> np.ndarray:
         import torch
 
+        from .rules import CompensatedRule
+
         device = torch.device(self.device)
         with torch.inference_mode():
             height, width = mri01.shape[-2:]
-            latents = []
+            images, latents = [], []
             for image in (mri01, other01):
                 tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device).unsqueeze(1)
+                images.append(tensor)
                 latents.append(self._encoder(pad_to_even(tensor))[..., :height, :width])
-            fused = self._decoder(self._rule(*latents).contiguous(memory_format=torch.channels_last))
+            if isinstance(self._rule, CompensatedRule):
+                w1 = self._rule.weights(*latents)
+                w1 = w1.view(-1, 1, 1, 1) if w1.dim() == 1 else w1
+                fused = self._decode(w1 * latents[0] + (1 - w1) * latents[1])
+                for weight, image, latent in ((w1, images[0], latents[0]), (1 - w1, images[1], latents[1])):
+                    fused += weight * (image - self._decode(latent))
+            else:
+                fused = self._decode(self._rule(*latents))
             return fused.clamp_(0, 1)[:, 0].float().cpu().numpy()
+
+    def _decode(self, latent):
+        import torch
+
+        return self._decoder(latent.contiguous(memory_format=torch.channels_last)).contiguous()
 
     def _check_shapes(self, mri: np.ndarray, other: np.ndarray, axis: int, colour_table) -> None:
         if mri.ndim not in (2, 3):

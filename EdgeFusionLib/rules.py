@@ -162,13 +162,38 @@ def l1_weighting(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
     return _weighted(f1, f2, w1, 1 - w1)
 
 
-def local_softmax_activity(f: torch.Tensor, window: int = 3) -> torch.Tensor:
-    """Per-pixel activity of a latent: the L1 norm over channels averaged in a window x window box.
+def local_activity(f: torch.Tensor, window: int = 3) -> torch.Tensor:
+    """Per-pixel activity of a latent: its L1 norm over channels, averaged in a window x window box.
 
-    (B, C, H, W) -> (B, 1, H, W). Used by the spatially varying rule below.
+    (B, C, H, W) -> (B, 1, H, W).
     """
     activity = f.abs().sum(dim=1, keepdim=True)
     return F.avg_pool2d(activity, window, stride=1, padding=window // 2, count_include_pad=False)
+
+
+class CompensatedRule:
+    """A rule given by weights w1 (w2 = 1 - w1), whose decoder error is given back.
+
+    ``weights(f1, f2)`` returns w1, (B,) per slice or (B, 1, H, W) per pixel. The engine
+    decodes ``w1 f1 + w2 f2`` and adds ``w1 (I1 - D(f1)) + w2 (I2 - D(f2))``: the
+    autoencoder's own reconstruction error of each source, weighted the same way. Where
+    one source is selected, its pixels come through exactly instead of as the decoder's
+    approximation, and fusing an image with itself returns it.
+    """
+
+    def __init__(self, weights: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], doc: str):
+        self.weights = weights
+        self.__doc__ = doc
+
+    def __call__(self, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+        """The fused latent alone (without the compensation, which needs the images)."""
+        w1 = self.weights(f1, f2)
+        return _weighted(f1, f2, w1, 1 - w1)
+
+
+def local_activity_selection(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+    """w1 = 1 where the MRI latent's local activity (3x3 mean L1 over channels) is the larger, else 0."""
+    return (local_activity(f1) >= local_activity(f2)).to(f1.dtype)
 
 
 LATENT_RULES: dict[str, LatentRule] = {
@@ -179,4 +204,8 @@ LATENT_RULES: dict[str, LatentRule] = {
     "max": maximum,
     "energy-ratio": energy_ratio,
     "l1-weighting": l1_weighting,
+    "local-activity": CompensatedRule(
+        local_activity_selection,
+        "Per pixel, the source whose latent has the larger local activity, decoder error compensated.",
+    ),
 }

@@ -192,3 +192,20 @@ def test_peak_memory_grows_only_by_the_input_and_output_arrays():
     extra_peak = results[40]["growth_kib"] - results[4]["growth_kib"]
     # one 64x64 slice of latents alone is 64 x 16 KiB = 1 MiB: holding per-slice work would show at once
     assert extra_peak <= extra_arrays + 512, results
+
+
+def test_compensated_rule_returns_an_image_fused_with_itself(random_model):
+    image = phantom_slice(40, 36, 4)
+    fused = FusionEngine("local-activity", model=random_model).fuse(image, image)
+    assert np.allclose(fused, image, atol=1e-5)
+
+
+def test_compensated_selection_copies_the_selected_source_away_from_seams(random_model):
+    """Left half: only the MRI has structure; right half: only the CT. Away from the seam
+    the fused image is the selected source itself, not the decoder's approximation of it."""
+    mri, ct = 0.5 + 0.4 * phantom_slice(32, 64, 1), 0.5 + 0.4 * phantom_slice(32, 64, 2)
+    mri[:, 32:] = 0
+    ct[:, :32] = 0
+    fused = FusionEngine("local-activity", model=random_model).fuse(mri, ct)
+    assert np.allclose(fused[:, :24], mri[:, :24], atol=1e-4)
+    assert np.allclose(fused[:, 40:], ct[:, 40:], atol=1e-4)
