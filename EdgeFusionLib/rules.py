@@ -204,6 +204,10 @@ LATENT_RULES: dict[str, LatentRule] = {
     "max": maximum,
     "energy-ratio": energy_ratio,
     "l1-weighting": l1_weighting,
+    "sfnn-compensated": CompensatedRule(
+        lambda f1, f2: sfnn_weights(f1, f2, "max2")[0],
+        "SFNN (max2) weights per slice, decoder error compensated.",
+    ),
     "local-activity": CompensatedRule(
         local_activity_selection,
         "Per pixel, the source whose latent has the larger local activity, decoder error compensated.",
