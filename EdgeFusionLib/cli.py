@@ -79,16 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     demo.set_defaults(func=run_demo)
 
-    for module in ("evaluate", "training"):
-        _register_optional(module, commands)
+    # evaluate and train are defined beside their code
+    from . import evaluate, training
+
+    evaluate.register_cli(commands)
+    training.register_cli(commands)
     return parser
-
-
-def _register_optional(module: str, commands) -> None:
-    """Sub-commands defined beside their code (evaluate.py, training.py)."""
-    import importlib
-
-    importlib.import_module(f"EdgeFusionLib.{module}").register_cli(commands)
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from EdgeFusionLib.engine import FusionEngine, resolve_device  # noqa: E402
 from EdgeFusionLib.errors import MissingWeightsError  # noqa: E402
+from EdgeFusionLib.methods import DEFAULT_METHOD  # noqa: E402
 from EdgeFusionLib.network import EHDRAN  # noqa: E402
 from EdgeFusionLib.rules import LATENT_RULES, SFNN_REDUCTIONS  # noqa: E402
 from EdgeFusionLib.weights import load_model  # noqa: E402
@@ -131,6 +132,11 @@ def main() -> int:
         eng_out, eng_pairs = timed(lambda: engine.fuse(pairs_mri, pairs_other))
     agreement = float(np.abs(ref_out - eng_out).max())
     rows.append(("256x256 pair (s / pair)", ref_pairs / args.pairs, eng_pairs / args.pairs))
+    default_engine = FusionEngine(DEFAULT_METHOD["MRI-CT"], model=model, device=device)
+    default_engine.fuse(pairs_mri[:1], pairs_other[:1])
+    _, default_pairs = timed(lambda: default_engine.fuse(pairs_mri, pairs_other))
+    rows.append((f"  engine with the default `{DEFAULT_METHOD['MRI-CT']}` (s / pair)", ref_pairs / args.pairs,
+                 default_pairs / args.pairs))
     rows.append(("  peak extra memory (MiB)", ref_memory.mib, eng_memory.mib))
 
     volume_mri, volume_other = atlas_like_volume(args.slices, 3), atlas_like_volume(args.slices, 4)
