@@ -1,0 +1,71 @@
+"""The bundled EH-DRAN weights: manifest sha256, size, loading, and reconstruction quality.
+
+The reconstruction check reads a validation-case image of the development data
+(``../shared/data/harvard``, never copied into the repository) at test time; the
+training never saw that case. It is skipped only when that folder is absent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from EdgeFusionLib import metrics, weights
+from EdgeFusionLib.atlas import TASKS, VALIDATION_CASES, task_pairs
+from EdgeFusionLib.network import EHDRAN
+from EdgeFusionLib.training import read_grey01
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "harvard"
+MAX_BYTES = 3 * 1024 * 1024
+
+#: Minimum reconstruction PSNR (dB) of the held-back image, both modalities: the value
+#: measured for the bundled weights (Resources/Models/README.md) minus a 3 dB margin.
+MIN_PSNR = {
+    "MRI-CT": 28.0,  # measured: MRI 40.30 dB, CT 31.98 dB (16012.png)
+    "MRI-SPECT": 41.0,  # measured: MRI 44.17 dB, SPECT-Y 47.93 dB (21013.png)
+    "MRI-PET": 26.0,  # measured: MRI 29.04 dB, PET-Y 32.24 dB (25064.png)
+}
+
+
+def bundled_tasks():
+    return sorted(weights.read_manifest()["models"])
+
+
+def test_all_three_tasks_are_bundled():
+    assert bundled_tasks() == sorted(TASKS)
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_weights_match_manifest(task):
+    folder = weights.models_dir()
+    entry = weights.read_manifest()["models"][task]
+    path = folder / entry["file"]
+    assert path.suffix == ".safetensors" and path.stat().st_size == entry["bytes"] < MAX_BYTES
+    assert weights.sha256_of(path) == entry["sha256"]
+    config = folder / entry["training_config_file"]
+    assert config.is_file(), "the committed config that produced the weights"
+    model = weights.load_model(task)
+    assert isinstance(model, EHDRAN) and not model.training
+
+
+def held_back_pair(task):
+    """The middle slice of the first validation case of ``task``."""
+    pairs = [pair for pair in task_pairs(DATA, task) if pair.case == VALIDATION_CASES[task][0]]
+    return pairs[len(pairs) // 2]
+
+
+@pytest.mark.skipif(not DATA.is_dir(), reason=f"development data not present at {DATA}")
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_reconstructs_held_back_image(task):
+    model = weights.load_model(task)
+    pair = held_back_pair(task)
+    for path in (pair.mri_path, pair.other_path):
+        image = read_grey01(path)
+        with torch.no_grad():
+            recon = model(torch.from_numpy(image)[None, None]).clamp(0, 1)[0, 0].numpy()
+        score = metrics.psnr(recon, image, image)
+        assert score > MIN_PSNR[task], f"{task} {path.name}: PSNR {score:.2f} dB"
+        assert np.isfinite(recon).all()
