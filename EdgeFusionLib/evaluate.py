@@ -28,7 +28,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
@@ -124,25 +123,18 @@ def select_pairs(
 # Methods
 
 
-def _optional_module(name: str) -> ModuleType | None:
-    """The module, or None when that module itself does not exist (errors inside it propagate)."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as error:
-        if error.name == name:
-            return None
-        raise
+# The network side is imported when needed, by module name: evaluating pixel baselines needs no
+# torch, and tests can stand in for the registry and the engine through sys.modules.
 
 
 def default_methods(task: str) -> list[str]:
-    """The task's default network method (once ``EdgeFusionLib.methods`` exists) and every pixel baseline."""
-    registry = _optional_module("EdgeFusionLib.methods")
-    network = [registry.DEFAULT_METHOD[task]] if registry is not None else []
+    """The task's default network method and every pixel baseline."""
+    network = [importlib.import_module("EdgeFusionLib.methods").DEFAULT_METHOD[task]]
     return network + [name for name in PIXEL_METHODS if name not in network]
 
 
 def method_fusers(methods: Sequence[str], task: str, device: str = "auto") -> dict[str, Fuser]:
-    """{method: fn(mri01, other01) -> fused01}; raises ValueError for an unknown or unavailable method.
+    """{method: fn(mri01, other01) -> fused01}; raises ValueError for an unknown method.
 
     Pixel baselines run directly; any other name is a network method of
     ``EdgeFusionLib.fusion.fuse_2d_arrays``.
@@ -150,21 +142,15 @@ def method_fusers(methods: Sequence[str], task: str, device: str = "auto") -> di
     if not methods:
         raise ValueError("no methods to evaluate")
     methods = list(dict.fromkeys(methods))  # drop repeats, keep order
-    registry = _optional_module("EdgeFusionLib.methods")
-    known = list(registry.method_names()) if registry is not None else list(PIXEL_METHODS)
+    known = list(importlib.import_module("EdgeFusionLib.methods").method_names())
     fusers: dict[str, Fuser] = {}
     for method in methods:
         if method in PIXEL_METHODS:
             fusers[method] = PIXEL_METHODS[method]
             continue
-        if registry is not None and method not in known:
+        if method not in known:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(known)}")
-        fusion = _optional_module("EdgeFusionLib.fusion")
-        if fusion is None or not hasattr(fusion, "fuse_2d_arrays"):
-            raise ValueError(
-                f"unknown method {method!r}: not a pixel baseline ({', '.join(PIXEL_METHODS)}) and the "
-                "network fusion engine (EdgeFusionLib.fusion.fuse_2d_arrays) is not available"
-            )
+        fusion = importlib.import_module("EdgeFusionLib.fusion")
         fusers[method] = _network_fuser(fusion.fuse_2d_arrays, task, method, device)
     return fusers
 
