@@ -8,7 +8,6 @@ The same registry feeds the SampleData module (which checks the checksums when i
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -24,14 +23,6 @@ def sample_data_folder() -> Path:
 def read_registry(folder: Path | None = None) -> dict:
     folder = folder or sample_data_folder()
     return json.loads((folder / REGISTRY_NAME).read_text(encoding="utf-8"))
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def sample_data_sources(folder: Path | None = None) -> list[dict]:
@@ -57,6 +48,9 @@ def sample_data_sources(folder: Path | None = None) -> list[dict]:
 
 def sample_file(node_name: str, folder: Path | None = None) -> Path:
     """Path of a sample file by node name (e.g. 'EdgeFusionPhantom-CT'), after checking its sha256."""
+    environment.ensure_library_importable()
+    from EdgeFusionLib.weights import sha256_of
+
     folder = folder or sample_data_folder()
     for file_name, entry in read_registry(folder)["files"].items():
         if entry["node_name"] == node_name:
