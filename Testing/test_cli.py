@@ -162,3 +162,35 @@ def test_info_json_through_the_installed_command():
     assert "pixel-max" in info["methods"] and "sfnn" in info["methods"]
     for task, entry in info["tasks"].items():
         assert len(entry["sha256"]) == 64
+
+
+def test_cancelled_batch_leaves_no_file(tmp_path, capsys, monkeypatch):
+    import EdgeFusionLib.fusion as fusion
+
+    mri_dir, other_dir = atlas_like_folders(tmp_path / "data", "CT", "L")
+    real, calls = fusion.fuse_images, []
+
+    def interrupted_on_the_second_pair(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fusion, "fuse_images", interrupted_on_the_second_pair)
+    out_dir = tmp_path / "fused"
+    code, _, err = run(capsys, "batch", "--task", "MRI-CT", "--mri-dir", mri_dir, "--other-dir", other_dir,
+                       "--out-dir", out_dir, "--method", "pixel-average")
+    assert code == 130 and "cancelled" in err
+    assert list(out_dir.iterdir()) == []  # neither the first result nor the staging folder
+
+
+def test_cancelled_fuse_writes_nothing(tmp_path, pair, capsys, monkeypatch):
+    import EdgeFusionLib.fusion as fusion
+    from EdgeFusionLib.errors import FusionCancelled
+
+    def cancelled(*args, **kwargs):
+        raise FusionCancelled("fusion cancelled")
+
+    monkeypatch.setattr(fusion, "fuse_images", cancelled)
+    code, _, err = run(capsys, "fuse", *pair, "-o", tmp_path / "f.png", "--modality", "ct")
+    assert code == 130 and not (tmp_path / "f.png").exists()
