@@ -89,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", "--rule", dest="method",
-                        help="fusion method: a latent rule (sfnn, sfnn-max, ..., average, max, energy-ratio, "
-                             "l1-weighting) or a pixel baseline (pixel-average, pixel-max, laplacian-pyramid, dwt, "
-                             "guided-filter); default: the task's default. See `edgefusion info`.")
+                        help="fusion method: a latent rule (e.g. sfnn, sfnn-compensated, local-activity, max) or a "
+                             "pixel baseline (pixel-average, pixel-max, laplacian-pyramid, dwt, guided-filter); "
+                             "default: the task's default. `edgefusion info` lists all names and the defaults.")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
     parser.add_argument("--batch-size", type=int, help="slices per batch (default: 1 on CPU, 16 on CUDA)")
 
@@ -262,6 +262,7 @@ def run_info(args) -> int:
     for task, entry in info["tasks"].items() or [("none", {"file": "-", "sha256": "-"})]:
         print(f"  {task:10s} {entry['file']}  sha256 {entry['sha256']}")
     print("methods: " + ", ".join(info["methods"]))
+    print("defaults: " + ", ".join(f"{task} {method}" for task, method in info["default_methods"].items()))
     print("devices: " + ", ".join(f"{d['device']} ({d['name']})" for d in info["devices"]))
     return 0
 
