@@ -19,15 +19,16 @@ SAMPLE_DIR = Path(__file__).resolve().parent.parent / "Resources" / "SampleData"
 SPECT_COLOUR_MAP = "hot"
 
 
-def sample_path(name: str) -> Path:
-    """A bundled sample file, after checking its sha256 against ``sampledata.json``."""
+def sample_path(name: str, folder: Path = SAMPLE_DIR) -> Path:
+    """A sample file of ``folder``, after checking its sha256 against the folder's ``sampledata.json``."""
     from .errors import InputError
     from .weights import sha256_of
 
-    registry = json.loads((SAMPLE_DIR / "sampledata.json").read_text(encoding="utf-8"))
-    path = SAMPLE_DIR / name
+    registry = json.loads((folder / "sampledata.json").read_text(encoding="utf-8"))
+    path = folder / name
     if not path.is_file() or sha256_of(path) != registry["files"][name]["sha256"]:
-        raise InputError(f"sample file {path} is missing or modified; regenerate it with make_phantom.py")
+        raise InputError(f"sample file {path} is missing or does not match its sha256 in sampledata.json; "
+                         "regenerate it with make_phantom.py")
     return path
 
 

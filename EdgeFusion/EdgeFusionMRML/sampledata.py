@@ -49,15 +49,12 @@ def sample_data_sources(folder: Path | None = None) -> list[dict]:
 def sample_file(node_name: str, folder: Path | None = None) -> Path:
     """Path of a sample file by node name (e.g. 'EdgeFusionPhantom-CT'), after checking its sha256."""
     environment.ensure_library_importable()
-    from EdgeFusionLib.weights import sha256_of
+    from EdgeFusionLib.demo import sample_path
 
     folder = folder or sample_data_folder()
     for file_name, entry in read_registry(folder)["files"].items():
         if entry["node_name"] == node_name:
-            path = folder / file_name
-            if sha256_of(path) != entry["sha256"]:
-                raise ValueError(f"{path} does not match its sha256 in {REGISTRY_NAME}; regenerate it with make_phantom.py")
-            return path
+            return sample_path(file_name, folder)
     raise KeyError(f"no sample file for node name {node_name!r}")
 
 
