@@ -14,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
+
 #: task -> (folder of the other modality, modality name used by the engine)
 TASKS: dict[str, tuple[str, str]] = {
     "MRI-CT": ("CT", "ct"),
@@ -87,6 +89,29 @@ def task_pairs(root: Path | str, task: str) -> list[Pair]:
     check_task(task)
     folder = Path(root) / task
     return find_pairs(folder / "MRI", folder / TASKS[task][0])
+
+
+def read_grey01(path: Path | str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(grey float32 in [0, 1], RGB float32 in [0, 1] or None) of an 8- or 16-bit image file.
+
+    A colour image's grey is its BT.601 luma Y (``colour.luma``), as the fusion uses.
+    """
+    from PIL import Image
+
+    from .colour import luma
+
+    with Image.open(path) as image:
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey (Pillow reads some as "I")
+            grey = np.asarray(image, dtype=np.float32) / 65535.0
+            if grey.min() < 0 or grey.max() > 1:
+                raise ValueError(f"{path}: values outside the 16-bit range")
+            return grey, None
+        if image.mode in ("1", "L"):
+            return np.asarray(image.convert("L"), dtype=np.float32) / 255.0, None
+        if image.mode in ("P", "PA", "LA", "RGB", "RGBA", "CMYK", "YCbCr"):
+            rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+            return np.clip(luma(rgb), 0.0, 1.0), rgb
+    raise ValueError(f"{path}: unsupported image mode {image.mode!r}; use 8- or 16-bit grey or RGB")
 
 
 def split_by_case(pairs: list[Pair], validation_cases: tuple[str, ...] | list[str]) -> tuple[list[Pair], list[Pair]]:

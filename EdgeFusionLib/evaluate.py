@@ -33,7 +33,7 @@ import numpy as np
 
 from EdgeFusionLib import atlas
 from EdgeFusionLib.baselines import PIXEL_METHODS
-from EdgeFusionLib.colour import luma, replace_luma
+from EdgeFusionLib.colour import replace_luma
 from EdgeFusionLib.metrics import METRIC_LABELS, METRICS, compute_metrics, mean_rank
 
 #: The files written to the output folder, by kind.
@@ -66,30 +66,9 @@ class LoadedPair:
 # Inputs
 
 
-def read_grey01(path: Path | str) -> tuple[np.ndarray, np.ndarray | None]:
-    """(grey float32 in [0, 1], RGB float32 in [0, 1] or None) of an 8- or 16-bit image file.
-
-    A colour image's grey is its BT.601 luma Y (``colour.luma``), as the fusion uses.
-    """
-    from PIL import Image
-
-    with Image.open(path) as image:
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey (Pillow reads some as "I")
-            grey = np.asarray(image, dtype=np.float32) / 65535.0
-            if grey.min() < 0 or grey.max() > 1:
-                raise ValueError(f"{path}: values outside the 16-bit range")
-            return grey, None
-        if image.mode in ("1", "L"):
-            return np.asarray(image.convert("L"), dtype=np.float32) / 255.0, None
-        if image.mode in ("P", "PA", "LA", "RGB", "RGBA", "CMYK", "YCbCr"):
-            rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
-            return np.clip(luma(rgb), 0.0, 1.0), rgb
-    raise ValueError(f"{path}: unsupported image mode {image.mode!r}; use 8- or 16-bit grey or RGB")
-
-
 def load_pair(pair: atlas.Pair) -> LoadedPair:
-    mri, _ = read_grey01(pair.mri_path)
-    other, other_rgb = read_grey01(pair.other_path)
+    mri, _ = atlas.read_grey01(pair.mri_path)
+    other, other_rgb = atlas.read_grey01(pair.other_path)
     if mri.shape != other.shape:
         raise ValueError(
             f"pair {pair.name}: MRI {mri.shape[1]}x{mri.shape[0]} and {pair.other_path.parent.name} "

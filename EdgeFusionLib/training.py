@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atlas import TASKS, VALIDATION_CASES, Pair, check_task, split_by_case, task_pairs
+from .atlas import TASKS, VALIDATION_CASES, Pair, check_task, read_grey01, split_by_case, task_pairs
 from .errors import InputError
 
 CHECKPOINT_NAME = "last.safetensors"
@@ -117,23 +117,6 @@ class TrainConfig:
 # Data
 
 
-def read_grey01(path: Path) -> np.ndarray:
-    """An image file as float32 (H, W) in [0, 1]; colour images become their BT.601 luma."""
-    from PIL import Image
-
-    from .colour import luma
-
-    with Image.open(path) as image:
-        if image.mode in ("P", "PA", "LA", "RGBA", "CMYK", "YCbCr"):
-            image = image.convert("RGB")
-        array = np.asarray(image)
-    scale = float(np.iinfo(array.dtype).max) if np.issubdtype(array.dtype, np.integer) else 1.0
-    array = array.astype(np.float32) / scale
-    if array.ndim == 3:
-        array = luma(array[..., :3])
-    return np.clip(array, 0.0, 1.0)
-
-
 def split_pairs(pairs: list[Pair], task: str, seed: int) -> tuple[list[Pair], list[Pair]]:
     """Split by case: the fixed validation cases when present, else a seeded quarter of the cases."""
     cases = sorted({pair.case for pair in pairs})
@@ -149,7 +132,7 @@ def split_pairs(pairs: list[Pair], task: str, seed: int) -> tuple[list[Pair], li
 
 def pooled_images(pairs: list[Pair]) -> list[np.ndarray]:
     """MRI and other-modality images of the pairs as independent samples (MRI first per pair)."""
-    return [read_grey01(path) for pair in pairs for path in (pair.mri_path, pair.other_path)]
+    return [read_grey01(path)[0] for pair in pairs for path in (pair.mri_path, pair.other_path)]
 
 
 def validation_subset(pairs: list[Pair], count: int) -> list[Pair]:

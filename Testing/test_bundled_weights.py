@@ -14,9 +14,8 @@ import pytest
 import torch
 
 from EdgeFusionLib import metrics, weights
-from EdgeFusionLib.atlas import TASKS, VALIDATION_CASES, task_pairs
+from EdgeFusionLib.atlas import TASKS, VALIDATION_CASES, read_grey01, task_pairs
 from EdgeFusionLib.network import EHDRAN
-from EdgeFusionLib.training import read_grey01
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "harvard"
 MAX_BYTES = 3 * 1024 * 1024
@@ -63,7 +62,7 @@ def test_reconstructs_held_back_image(task):
     model = weights.load_model(task)
     pair = held_back_pair(task)
     for path in (pair.mri_path, pair.other_path):
-        image = read_grey01(path)
+        image, _ = read_grey01(path)
         with torch.no_grad():
             recon = model(torch.from_numpy(image)[None, None]).clamp(0, 1)[0, 0].numpy()
         score = metrics.psnr(recon, image, image)

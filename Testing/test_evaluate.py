@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from conftest import phantom_slice
-from EdgeFusionLib import evaluate
+from EdgeFusionLib import atlas, evaluate
 from EdgeFusionLib.baselines import PIXEL_METHODS
 from EdgeFusionLib.colour import luma
 from EdgeFusionLib.metrics import METRICS, compute_metrics, mean_rank
@@ -199,7 +199,7 @@ def test_a_failure_while_rendering_leaves_the_previous_outputs_untouched(dataset
 def test_reading_16_bit_and_mismatched_images(tmp_path):
     values = np.array([[0, 1000], [40000, 65535]], dtype=np.uint16)
     Image.fromarray(values).save(tmp_path / "grey16.png")
-    grey, rgb = evaluate.read_grey01(tmp_path / "grey16.png")
+    grey, rgb = atlas.read_grey01(tmp_path / "grey16.png")
     assert rgb is None and grey == pytest.approx(values / 65535, abs=1e-7)
 
     write_png(tmp_path / "MRI-CT" / "MRI" / "01001.png", np.zeros((8, 8)))

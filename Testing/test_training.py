@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from EdgeFusionLib import losses, metrics, training
+from EdgeFusionLib import atlas, losses, metrics, training
 from EdgeFusionLib.errors import InputError
 from EdgeFusionLib.network import EHDRAN
 
@@ -230,7 +230,7 @@ def test_colour_images_become_luma(tmp_path):
     rgb = np.zeros((4, 4, 3), dtype=np.uint8)
     rgb[..., 0] = 255
     Image.fromarray(rgb).save(tmp_path / "red.png")
-    assert training.read_grey01(tmp_path / "red.png") == pytest.approx(np.full((4, 4), 0.299), abs=1e-6)
+    assert atlas.read_grey01(tmp_path / "red.png")[0] == pytest.approx(np.full((4, 4), 0.299), abs=1e-6)
 
 
 def test_cli_trains_and_registers(data_root, tmp_path):
