@@ -210,14 +210,16 @@ def run_batch(args) -> int:
     if skipped:
         print(f"edgefusion: {len(skipped)} image(s) without a partner skipped: {', '.join(skipped[:5])}", file=sys.stderr)
 
-    from .fusion import fuse_images
+    from .engine import FusionEngine
+    from .fusion import fuse_prepared
 
+    engine = FusionEngine(args.method, args.task, args.device, args.batch_size)  # weights loaded once
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".edgefusion-partial-", dir=out_dir))
     try:
         with _progress_bar("fusing pairs") as progress:
             for done, (name, mri, other) in enumerate(images, start=1):
-                fused = fuse_images(mri, other, modality, method=args.method, device=args.device, batch_size=args.batch_size)
+                fused = fuse_prepared(mri, other, modality, engine)
                 if modality != "ct" and fused.GetNumberOfComponentsPerPixel() == 1:
                     # The contract is RGB PNGs for SPECT/PET, even for a grey input.
                     grey = sitk.Cast(sitk.Round(fused * 255.0), sitk.sitkUInt8)

@@ -75,9 +75,22 @@ def fuse_images(mri, other, modality: str, *, method: str | None = None, axis: i
     with the MRI's geometry. Raises InputError before any work for bad input and
     FusionCancelled when ``cancel()`` returns True.
     """
-    sitk = _sitk()
     mri, other = prepare_inputs(mri, other, modality, colour_table)
     engine = FusionEngine(method, TASK_OF_MODALITY[modality], device, batch_size, model)
+    return fuse_prepared(mri, other, modality, engine, axis=axis, colour_table=colour_table,
+                         colour_range=colour_range, ct_window=ct_window, progress=progress, cancel=cancel)
+
+
+def fuse_prepared(mri, other, modality: str, engine: FusionEngine, *, axis: int | None = None,
+                  colour_table: np.ndarray | None = None, colour_range: tuple[float, float] | None = None,
+                  ct_window: tuple[float, float] = CT_WINDOW_HU,
+                  progress: ProgressCallback | None = None, cancel: CancelCallback | None = None):
+    """:func:`fuse_images` for images already returned by :func:`prepare_inputs`, with a given engine.
+
+    For many pairs (``edgefusion batch``): each pair is checked once, and one engine (its
+    weights loaded and folded once) serves them all.
+    """
+    sitk = _sitk()
     if axis is None:
         axis = default_axis(mri)
     mri_values = sitk.GetArrayViewFromImage(mri)

@@ -168,7 +168,7 @@ def test_cancelled_batch_leaves_no_file(tmp_path, capsys, monkeypatch):
     import EdgeFusionLib.fusion as fusion
 
     mri_dir, other_dir = atlas_like_folders(tmp_path / "data", "CT", "L")
-    real, calls = fusion.fuse_images, []
+    real, calls = fusion.fuse_prepared, []
 
     def interrupted_on_the_second_pair(*args, **kwargs):
         calls.append(1)
@@ -176,7 +176,7 @@ def test_cancelled_batch_leaves_no_file(tmp_path, capsys, monkeypatch):
             raise KeyboardInterrupt  # Ctrl-C
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fusion, "fuse_images", interrupted_on_the_second_pair)
+    monkeypatch.setattr(fusion, "fuse_prepared", interrupted_on_the_second_pair)
     out_dir = tmp_path / "fused"
     code, _, err = run(capsys, "batch", "--task", "MRI-CT", "--mri-dir", mri_dir, "--other-dir", other_dir,
                        "--out-dir", out_dir, "--method", "pixel-average")
