@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -21,9 +20,6 @@ from .errors import FusionCancelled, InputError
 
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
-
-# DICOM Modality (0008,0060) -> our modality names.
-DICOM_MODALITIES = {"CT": "ct", "NM": "spect", "PT": "pet"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,13 +122,12 @@ def run_fuse(args) -> int:
 
 
 def guess_modality(image, path: Path) -> str:
-    """Modality from the DICOM Modality tag, else from a word in the file name."""
-    if image.HasMetaDataKey("0008|0060"):
-        tag = image.GetMetaData("0008|0060").strip().upper()
-        if tag in DICOM_MODALITIES:
-            return DICOM_MODALITIES[tag]
-    words = set(re.split(r"[^a-z]+", path.name.lower()))
-    found = [modality for modality in ("ct", "spect", "pet") if modality in words]
+    """Modality from the DICOM Modality tag, else from a word in the file name (one modality only)."""
+    from .modality import modalities_named, modality_of_dicom_code
+
+    if image.HasMetaDataKey("0008|0060") and modality_of_dicom_code(image.GetMetaData("0008|0060")):
+        return modality_of_dicom_code(image.GetMetaData("0008|0060"))
+    found = modalities_named(path.name)
     if len(found) == 1:
         return found[0]
     raise InputError(f"cannot tell whether {path} is CT, SPECT or PET; pass --modality ct|spect|pet")

@@ -17,7 +17,6 @@ modified; parent transforms are hardened on copies that never enter the scene.
 from __future__ import annotations
 
 import dataclasses
-import re
 from typing import Callable
 
 import numpy as np
@@ -29,15 +28,6 @@ MODALITIES = ("ct", "spect", "pet")
 COLOUR_MODALITIES = ("spect", "pet")
 MODALITY_LABELS = {"ct": "CT", "spect": "SPECT", "pet": "PET"}
 
-#: DICOM Modality (0008,0060) codes, as Slicer's DICOM import stores them on the series item.
-DICOM_MODALITY_CODES = {"CT": "ct", "NM": "spect", "PT": "pet"}
-#: Whole words in a node name that identify the modality (tracers included). Ambiguous words
-#: ("perfusion" is also an MRI technique, "pt" also means patient) are left out on purpose.
-NAME_MODALITY_WORDS = (
-    ("spect", ("spect", "nm", "hmpao", "ecd", "tc99m", "datscan", "ioflupane")),
-    ("pet", ("pet", "fdg", "amyloid", "fdopa", "psma")),
-    ("ct", ("ct", "cta")),
-)
 
 #: Anatomical slice planes and the RAS axis that is normal to each.
 PLANE_NORMAL_RAS_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
@@ -83,13 +73,6 @@ def normalise_modality(modality: str | None) -> str | None:
         return None
     modality = modality.strip().lower()
     return modality if modality in MODALITIES else None
-
-
-def _name_words(name: str) -> list[str]:
-    """'CTChest_fdgPET-2' -> ['ct', 'chest', 'fdg', 'pet', '2'] (splits camel case, digits and punctuation)."""
-    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", name)  # fooBar -> foo Bar
-    spaced = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1 \2", spaced)  # CTChest -> CT Chest
-    return re.findall(r"[a-z]+|[0-9]+", spaced.lower())
 
 
 class VolumeFusionLogic:
@@ -188,18 +171,18 @@ class VolumeFusionLogic:
             return None
         import slicer
 
+        environment.ensure_library_importable()
+        from EdgeFusionLib.modality import modalities_named, modality_of_dicom_code
+
         # Read-only: use the subject hierarchy only if the scene already has one.
         hierarchy = self.scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
         if hierarchy is not None:
             item = hierarchy.GetItemByDataNode(node)
             code = hierarchy.GetItemAttribute(item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName()) if item else ""
-            if code and code.strip().upper() in DICOM_MODALITY_CODES:
-                return DICOM_MODALITY_CODES[code.strip().upper()]
-        words = set(_name_words(node.GetName() or ""))
-        for modality, keywords in NAME_MODALITY_WORDS:
-            if words.intersection(keywords):
-                return modality
-        return None
+            if modality_of_dicom_code(code):
+                return modality_of_dicom_code(code)
+        named = modalities_named(node.GetName() or "")
+        return named[0] if named else None
 
     @staticmethod
     def axis_for_plane(mri_node, plane: str | None) -> int | None:
