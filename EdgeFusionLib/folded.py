@@ -26,13 +26,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .network import EHDRAN, attention_mask, residual_attention
+from .network import EHDRAN, SharedBatchNorm, attention_mask, residual_attention
 
 
-def _batchnorm_affine(norm: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale, shift) with norm(x) == scale * x + shift per channel in eval mode."""
-    scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
-    return scale, norm.bias - scale * norm.running_mean
+def _batchnorm_affine(norm: SharedBatchNorm, use: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) with norm(x, use) == scale * x + shift per channel in eval mode."""
+    scale = norm.weight / torch.sqrt(norm.running_var[use] + norm.eps)
+    return scale, norm.bias - scale * norm.running_mean[use]
 
 
 class FoldedEncoder(nn.Module):
@@ -46,7 +46,7 @@ class FoldedEncoder(nn.Module):
             b = encoder.shallow.bias
 
             # Dilated block + merge + BatchNorm as three 3->64 convolutions of [I, P, Q].
-            scale, shift = _batchnorm_affine(encoder.shared_norm)
+            scale, shift = _batchnorm_affine(encoder.shared_norm, use=0)
             merge = encoder.dilated.merge.weight.flatten(1)  # (64, 3 * 64)
             channels = w.numel()
             self.dilations = [branch.dilation[0] for branch in encoder.dilated.branches]
@@ -64,7 +64,9 @@ class FoldedEncoder(nn.Module):
             self.dilated_bias = nn.Parameter(scale * bias + shift, requires_grad=False)
 
             # Pyramid keeps its shared conv; the second use of the shared BatchNorm is an affine map.
-            self.pyramid = copy.deepcopy(encoder.pyramid)  # a copy: channels-last must not touch the model
+            self.shared_conv = copy.deepcopy(encoder.pyramid.shared_conv)  # a copy: channels-last must not touch the model
+            self.levels = encoder.pyramid.levels
+            scale, shift = _batchnorm_affine(encoder.shared_norm, use=1)
             self.deep_scale = nn.Parameter(scale.view(1, -1, 1, 1).clone(), requires_grad=False)
             self.deep_shift = nn.Parameter(shift.view(1, -1, 1, 1).clone(), requires_grad=False)
 
@@ -88,34 +90,63 @@ class FoldedEncoder(nn.Module):
                 requires_grad=False,
             )
             self.dense2_bias = nn.Parameter(drgo.dense2.bias.clone(), requires_grad=False)
-            # dense_out(G2) + gradient_out(|Sx F0| + |Sy F0|) as one 1x1 convolution.
+            # One 1x1 map of [G2, |Sx F0|, |Sy F0|, I, P, Q] gives dense_out(G2) + gradient_out(|Sx F0| + |Sy F0|)
+            # + X, since X_k = I + w_k P + b_k Q: the encoder's outer residual costs no extra pass.
+            gradient_out = drgo.gradient_out.weight.flatten(1)
             self.out_weight = nn.Parameter(
-                torch.cat([drgo.dense_out.weight, drgo.gradient_out.weight], dim=1).contiguous(memory_format=torch.channels_last),
+                torch.cat([drgo.dense_out.weight.flatten(1), gradient_out, gradient_out,
+                           torch.ones(channels, 1), w.view(-1, 1), b.view(-1, 1)], dim=1).t().contiguous(),
                 requires_grad=False,
-            )
+            )  # (2 * 64 + 2 * 64 + 3, 64), for a matmul on channels-last memory
             self.out_bias = nn.Parameter(drgo.dense_out.bias + drgo.gradient_out.bias, requires_grad=False)
-            self.shallow_weight = nn.Parameter(w.view(1, -1, 1, 1).clone(), requires_grad=False)
-            self.shallow_bias = nn.Parameter(b.view(1, -1, 1, 1).clone(), requires_grad=False)
+            # M(X): the 2x2 mean of X_k = I + w_k P + b_k Q is the same 1x1 map [1, w_k, b_k] of pooled [I, P, Q].
+            self.residual_weight = nn.Parameter(torch.stack([torch.ones(channels), w, b], dim=1).view(channels, 3, 1, 1).clone(),
+                                                requires_grad=False)
             self.negative_slope = drgo.activation.negative_slope
             self.channels = channels
-        self.pyramid.to(memory_format=torch.channels_last)
+        self.shared_conv.to(memory_format=torch.channels_last)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
+        # Written for few temporaries: every 64-channel map not made by a convolution is updated in
+        # place, and the nearest-upsampled attention masks are broadcast, never materialised.
         c = self.channels
         mask = attention_mask(image)  # M(I), (B, 1, H, W)
-        z = torch.cat([image, mask * image, mask], dim=1).contiguous(memory_format=torch.channels_last)
+        z = torch.cat([image, mask * image, mask], dim=1).contiguous(memory_format=torch.channels_last)  # [I, P, Q]
         d = F.conv2d(z, self.dilated_weights[0], self.dilated_bias, padding=self.dilations[0], dilation=self.dilations[0])
         for weight, dilation in zip(self.dilated_weights[1:], self.dilations[1:]):
-            d = d + F.conv2d(z, weight, padding=dilation, dilation=dilation)
-        deep = self.pyramid(d) * self.deep_scale + self.deep_shift
+            d += F.conv2d(z, weight, padding=dilation, dilation=dilation)
 
+        # Pyramid attention: P = D + M(D) * (C(D) + C(C(D)) + C(C(C(D)))), in place in D.
+        mask_d = F.relu(F.avg_pool2d(d, 2))
+        level = total = self.shared_conv(d)
+        for _ in range(self.levels - 1):
+            level = self.shared_conv(level)
+            total = total.add_(level)  # after the next level was made from it, the first level is free to use
+        _blocks(d).addcmul_(_blocks(total), _blocks(mask_d, pooled=True))
+        del total, level, mask_d
+
+        # DRGO from [I, ONE]: G1 = phi(dense1 F0) and |Sx F0|, |Sy F0| from one convolution.
         image_one = torch.cat([image, torch.ones_like(image)], dim=1).contiguous(memory_format=torch.channels_last)
         f0_maps = F.conv2d(image_one, self.f0_weight, self.f0_bias, padding=1)
-        g1 = F.leaky_relu(f0_maps[:, :c], self.negative_slope)
-        gradient = f0_maps[:, c : 2 * c].abs() + f0_maps[:, 2 * c :].abs()
-        g2 = F.leaky_relu(F.conv2d(torch.cat([image_one, g1], dim=1), self.dense2_weight, self.dense2_bias, padding=1),
-                          self.negative_slope)
-        drgo = F.conv2d(torch.cat([g2, gradient], dim=1), self.out_weight, self.out_bias)
+        F.leaky_relu_(f0_maps[:, :c], self.negative_slope)
+        f0_maps[:, c:].abs_()
+        g2 = F.conv2d(torch.cat([image_one, f0_maps[:, :c]], dim=1), self.dense2_weight, self.dense2_bias, padding=1)
+        F.leaky_relu_(g2, self.negative_slope)
 
-        x = image + mask * (self.shallow_weight * image + self.shallow_bias)  # I + M(I) F0
-        return residual_attention(x, deep) + drgo
+        # Y = X + M(X) * (scale * P + shift) + DRGO; X and DRGO's 1x1 maps in one matmul on channels-last rows.
+        batch, _, height, width = image.shape
+        rows = torch.cat([g2, f0_maps[:, c:], z], dim=1).permute(0, 2, 3, 1).reshape(-1, self.out_weight.shape[0])
+        out = torch.addmm(self.out_bias, rows, self.out_weight).view(batch, height, width, c).permute(0, 3, 1, 2)
+        del rows, g2, f0_maps
+        mask_x = F.relu(F.conv2d(F.avg_pool2d(z, 2), self.residual_weight))  # M(X) at half resolution
+        out_blocks = _blocks(out)
+        out_blocks.addcmul_(_blocks(d), _blocks(mask_x * self.deep_scale, pooled=True))
+        out_blocks.add_(_blocks(mask_x * self.deep_shift, pooled=True))
+        return out
+
+
+def _blocks(x: torch.Tensor, pooled: bool = False) -> torch.Tensor:
+    """View (B, C, H, W) as (B, C, H/2, 2, W/2, 2); a pooled (B, C, H/2, W/2) map as (B, C, H/2, 1, W/2, 1),
+    which broadcasts like its nearest 2x upsampling."""
+    b, c, h, w = x.shape
+    return x.view(b, c, h, 1, w, 1) if pooled else x.view(b, c, h // 2, 2, w // 2, 2)

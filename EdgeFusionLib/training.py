@@ -10,6 +10,9 @@
   seeded by (seed, epoch), and re-seeds torch's global generator (dropout) the
   same way, so an epoch's result depends only on the weights and optimiser state
   it starts from: a resumed run is bit-identical to an uninterrupted one.
+* After each epoch the shared BatchNorm's running statistics are recalibrated on
+  ``CALIBRATION_IMAGES`` full-size training images (``recalibrate_batchnorm``), so
+  that validation scores the model exactly as it will be used.
 * Model selection on the validation cases only (PSNR of full-size reconstructions);
   the best weights are ``best.safetensors``.
 * Run folder: ``config.json``, ``split.json``, ``last.safetensors`` (model +
@@ -36,6 +39,10 @@ from .atlas import TASKS, VALIDATION_CASES, Pair, check_task, read_grey01, split
 from .errors import InputError
 
 CHECKPOINT_NAME = "last.safetensors"
+#: Full-size training images (evenly spaced) whose batch statistics set the BatchNorm's running
+#: statistics after each epoch: ~10 s on the 2-core CPU. 64 or all 228 MRI-CT training images
+#: gave validation reconstructions within 0.1 dB of each other (48.44 vs 48.52 dB).
+CALIBRATION_IMAGES = 64
 BEST_NAME = "best.safetensors"
 CHECKPOINT_FORMAT = "edgefusion-train-checkpoint/1"
 LOG_COLUMNS = ("epoch", "loss", "mse", "grad", "perc", "val_psnr", "val_ssim", "val_grad", "seconds", "best")
@@ -265,6 +272,33 @@ def load_checkpoint(path: Path, model, optimizer) -> tuple[TrainConfig, dict]:
 # Validation
 
 
+def recalibrate_batchnorm(model, images: list[np.ndarray], device) -> None:
+    """Replace the shared BatchNorm's running statistics by averages over ``images``.
+
+    Each full-size image (cropped to even sizes) is one batch; for each use of the norm the
+    running mean and variance become the mean of the per-image statistics. Training's
+    moving averages lag behind weights that keep changing (and were taken on crops); these
+    describe the weights as they are. Only buffers change, so training itself (batch
+    statistics) is unaffected, and deterministically: recalibrating twice gives the same numbers.
+    """
+    import torch
+
+    norm = model.encoder.shared_norm
+    was_training, momentum = model.training, norm.momentum
+    norm.reset_running_stats()
+    norm.momentum = None  # cumulative average
+    model.eval()
+    norm.train()  # batch statistics in the norm only: dropout stays off
+    try:
+        with torch.no_grad():
+            for image in images:
+                even = image[: image.shape[0] // 2 * 2, : image.shape[1] // 2 * 2]
+                model.encoder(torch.from_numpy(np.ascontiguousarray(even))[None, None].to(device))
+    finally:
+        norm.momentum = momentum
+        model.train(was_training)
+
+
 def validate(model, images: list[np.ndarray], device) -> dict[str, float]:
     """Mean PSNR, SSIM (``metrics``) and Sobel gradient loss of full-size reconstructions."""
     import torch
@@ -354,6 +388,7 @@ def train(config: TrainConfig, data_dir: Path | str, out_dir: Path | str, progre
     evaluated = validation_subset(val_pairs, config.val_images)
     split = write_split(out_dir / "split.json", train_pairs, val_pairs, evaluated)
     train_images = pooled_images(train_pairs)
+    calibration_images = [train_images[int(i)] for i in np.unique(np.linspace(0, len(train_images) - 1, CALIBRATION_IMAGES).round())]
     val_images = pooled_images(evaluated)
     check_crop_fits(train_images, config.crop_size)
 
@@ -394,6 +429,7 @@ def train(config: TrainConfig, data_dir: Path | str, out_dir: Path | str, progre
                     sums[key] = sums.get(key, 0.0) + value
                 bar.set_postfix(loss=f"{terms['loss']:.4f}")
                 bar.update()
+        recalibrate_batchnorm(model, calibration_images, device)
         scores = validate(model, val_images, device)
         seconds = time.perf_counter() - started
         improved = scores["val_psnr"] > state["best_psnr"]

@@ -23,9 +23,9 @@ MAX_BYTES = 3 * 1024 * 1024
 #: Minimum reconstruction PSNR (dB) of the held-back image, both modalities: the value
 #: measured for the bundled weights (Resources/Models/README.md) minus a 3 dB margin.
 MIN_PSNR = {
-    "MRI-CT": 28.0,  # measured: MRI 40.30 dB, CT 31.98 dB (16012.png)
-    "MRI-SPECT": 41.0,  # measured: MRI 44.17 dB, SPECT-Y 47.93 dB (21013.png)
-    "MRI-PET": 26.0,  # measured: MRI 29.04 dB, PET-Y 32.24 dB (25064.png)
+    "MRI-CT": 43.0,  # measured: MRI 48.10 dB, CT 46.17 dB (16012.png)
+    "MRI-SPECT": 45.0,  # measured: MRI 48.88 dB, SPECT-Y 54.44 dB (21013.png)
+    "MRI-PET": 33.0,  # measured: MRI 36.36 dB, PET-Y 48.04 dB (25064.png)
 }
 
 

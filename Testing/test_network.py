@@ -33,10 +33,30 @@ def test_shapes_one_channel_in_64_latent_one_out():
         assert model.decoder(latent).shape == (3, 1, 24, 40)
 
 
-def test_shared_batchnorm_is_applied_twice_per_forward():
+def test_shared_batchnorm_is_applied_twice_per_forward_with_statistics_per_use():
     model = EHDRAN().train()
-    model(torch.rand(1, 1, 8, 8))
-    assert int(model.encoder.shared_norm.num_batches_tracked) == 2
+    encoder = model.encoder
+    seen = []
+    encoder.dilated.register_forward_hook(lambda module, inputs, output: seen.append(output.detach()))
+    encoder.pyramid.register_forward_hook(lambda module, inputs, output: seen.append(output.detach()))
+    model(torch.rand(2, 1, 8, 8))
+    norm = encoder.shared_norm
+    assert norm.num_batches_tracked.tolist() == [1, 1]
+    assert sum(p.numel() for p in norm.parameters()) == 2 * 64  # one affine, shared by both uses
+    for use, features in enumerate(seen):  # momentum 0.1 from mean 0 / variance 1
+        torch.testing.assert_close(norm.running_mean[use], 0.1 * features.mean((0, 2, 3)))
+        torch.testing.assert_close(norm.running_var[use], 0.9 + 0.1 * features.var((0, 2, 3)))
+
+
+def test_eval_mode_normalises_each_use_with_its_own_statistics():
+    model = make_random_model(seed=3)
+    norm = model.encoder.shared_norm
+    x = torch.randn(1, 64, 4, 4)
+    for use in (0, 1):
+        expected = (x - norm.running_mean[use].view(1, -1, 1, 1)) / torch.sqrt(norm.running_var[use].view(1, -1, 1, 1) + norm.eps)
+        expected = expected * norm.weight.view(1, -1, 1, 1) + norm.bias.view(1, -1, 1, 1)
+        torch.testing.assert_close(norm(x, use=use), expected)
+    assert not torch.allclose(norm(x, use=0), norm(x, use=1))
 
 
 def test_gradient_operator_starts_as_sobel_and_is_trainable():

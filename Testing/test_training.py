@@ -181,6 +181,34 @@ def test_two_epochs_write_run_folder(straight_run):
     assert summary["epochs"] == 2 and summary["best_epoch"] in (1, 2)
     model = EHDRAN()
     model.load_state_dict(load_file(str(straight_run / "best.safetensors")))
+    # The best weights carry recalibrated statistics: one batch per training image (2 pairs x 2 images).
+    assert model.encoder.shared_norm.num_batches_tracked.tolist() == [4, 4]
+
+
+def test_recalibrated_statistics_are_per_use_averages_over_the_images():
+    from conftest import make_random_model
+
+    model = make_random_model(seed=4).train()
+    rng = np.random.default_rng(1)
+    images = [rng.random((12, 10), dtype=np.float32), rng.random((9, 16), dtype=np.float32)]  # odd rows are cropped
+    seen = []
+    encoder = model.encoder
+    hooks = [module.register_forward_hook(lambda module, inputs, output: seen.append(output.detach()))
+             for module in (encoder.dilated, encoder.pyramid)]
+    training.recalibrate_batchnorm(model, images, "cpu")
+    for hook in hooks:
+        hook.remove()
+    norm = encoder.shared_norm
+    assert model.training and norm.momentum == 0.1  # restored
+    assert norm.num_batches_tracked.tolist() == [2, 2]
+    assert [tuple(features.shape[-2:]) for features in seen] == [(12, 10), (12, 10), (8, 16), (8, 16)]
+    for use in (0, 1):
+        per_image = seen[use::2]
+        torch.testing.assert_close(norm.running_mean[use], sum(f.mean((0, 2, 3)) for f in per_image) / 2)
+        torch.testing.assert_close(norm.running_var[use], sum(f.var((0, 2, 3)) for f in per_image) / 2)
+    first = {key: value.clone() for key, value in model.state_dict().items()}
+    training.recalibrate_batchnorm(model, images, "cpu")
+    assert all(torch.equal(first[key], value) for key, value in model.state_dict().items())  # deterministic
 
 
 def test_checkpoint_reloads_bit_identically(straight_run, tmp_path):
