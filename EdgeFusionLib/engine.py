@@ -95,7 +95,13 @@ class FusionEngine:
         model = model.eval()
         device = torch.device(self.device)
         self._encoder = FoldedEncoder(model).to(device).eval()
-        self._decoder = copy.deepcopy(model.decoder).to(device).to(memory_format=torch.channels_last).eval()
+        decoder = copy.deepcopy(model.decoder).to(device).to(memory_format=torch.channels_last).eval()
+        for layer in decoder.modules():
+            if isinstance(layer, torch.nn.LeakyReLU):
+                layer.inplace = True  # a copy, used without autograd: no need for fresh activations
+        # The first layer is a convolution (affine): D(w f1 + (1 - w) f2) starts from w L(f1) + (1 - w) L(f2)
+        # when w is one number per slice, which the compensated rules reuse (see _fuse_compensated).
+        self._decoder_first, self._decoder_rest = decoder.layers[0], decoder.layers[1:]
         self._rule = LATENT_RULES[self.method.name]
         if self.device == "cuda":
             # Same input, same GPU, same output: no autotuned (nondeterministic) conv algorithms.
@@ -175,19 +181,37 @@ class FusionEngine:
                 images.append(tensor)
                 latents.append(self._encoder(pad_to_even(tensor))[..., :height, :width])
             if isinstance(self._rule, CompensatedRule):
-                w1 = self._rule.weights(*latents)
-                w1 = w1.view(-1, 1, 1, 1) if w1.dim() == 1 else w1
-                fused = self._decode(w1 * latents[0] + (1 - w1) * latents[1])
-                for weight, image, latent in ((w1, images[0], latents[0]), (1 - w1, images[1], latents[1])):
-                    fused += weight * (image - self._decode(latent))
+                fused = self._fuse_compensated(images, latents)
             else:
                 fused = self._decode(self._rule(*latents))
             return fused.clamp_(0, 1)[:, 0].float().cpu().numpy()
 
-    def _decode(self, latent):
+    def _fuse_compensated(self, images, latents):
+        """D(w1 f1 + w2 f2) + w1 (I1 - D(f1)) + w2 (I2 - D(f2)), w2 = 1 - w1 (see CompensatedRule)."""
         import torch
 
-        return self._decoder(latent.contiguous(memory_format=torch.channels_last)).contiguous()
+        w1 = self._rule.weights(*latents)
+        if w1.dim() == 1:  # one weight per slice: the decoder's first layer commutes with the mixing
+            w1 = w1.view(-1, 1, 1, 1)
+            hidden = [self._decoder_first(self._channels_last(latent)) for latent in latents]
+            fused = self._decoder_rest(torch.lerp(hidden[1], hidden[0], w1))
+            reconstructions = [self._decoder_rest(h) for h in hidden]
+        else:
+            fused = self._decode(w1 * latents[0] + (1 - w1) * latents[1])
+            reconstructions = [self._decode(latent) for latent in latents]
+        fused = fused.contiguous()
+        for weight, image, reconstruction in zip((w1, 1 - w1), images, reconstructions):
+            fused += weight * (image - reconstruction)
+        return fused
+
+    def _decode(self, latent):
+        return self._decoder_rest(self._decoder_first(self._channels_last(latent))).contiguous()
+
+    @staticmethod
+    def _channels_last(tensor):
+        import torch
+
+        return tensor.contiguous(memory_format=torch.channels_last)
 
     def _check_shapes(self, mri: np.ndarray, other: np.ndarray, axis: int, colour_table) -> None:
         if mri.ndim not in (2, 3):

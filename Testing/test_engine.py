@@ -12,23 +12,29 @@ import torch
 from EdgeFusionLib.engine import FusionEngine, pad_to_even, resolve_device
 from EdgeFusionLib.errors import FusionCancelled, InputError, MissingWeightsError
 from EdgeFusionLib.intensity import IntensityWindow
-from EdgeFusionLib.rules import LATENT_RULES
+from EdgeFusionLib.rules import LATENT_RULES, CompensatedRule
 
 from conftest import REPO, make_random_model, phantom_slice
 
 
 def reference_fusion(model, mri01, other01, rule="sfnn"):
-    """decoder(rule(encoder(a), encoder(b))) with the plain (unfolded) model, one slice at a time."""
+    """decoder(rule(encoder(a), encoder(b))) with the plain (unfolded) model, one slice at a time;
+    for compensated rules D(w f1 + (1 - w) f2) + w (a - D(f1)) + (1 - w) (b - D(f2)), as defined."""
     out = []
     with torch.no_grad():
         for a, b in zip(mri01, other01):
-            fa = model.encoder(torch.from_numpy(a)[None, None])
-            fb = model.encoder(torch.from_numpy(b)[None, None])
-            out.append(model.decoder(LATENT_RULES[rule](fa, fb)).clamp(0, 1)[0, 0].numpy())
+            ia, ib = torch.from_numpy(a)[None, None], torch.from_numpy(b)[None, None]
+            fa, fb = model.encoder(ia), model.encoder(ib)
+            fused = model.decoder(LATENT_RULES[rule](fa, fb))
+            if isinstance(LATENT_RULES[rule], CompensatedRule):
+                w = LATENT_RULES[rule].weights(fa, fb)
+                w = w.view(-1, 1, 1, 1) if w.dim() == 1 else w
+                fused = fused + w * (ia - model.decoder(fa)) + (1 - w) * (ib - model.decoder(fb))
+            out.append(fused.clamp(0, 1)[0, 0].numpy())
     return np.stack(out)
 
 
-@pytest.mark.parametrize("rule", ["sfnn", "energy-ratio"])
+@pytest.mark.parametrize("rule", ["sfnn", "energy-ratio", "sfnn-compensated", "local-activity"])
 def test_engine_equals_the_plain_model(random_model, rule):
     mri = np.stack([phantom_slice(32, 48, seed) for seed in range(3)])
     other = np.stack([phantom_slice(32, 48, 10 + seed) ** 2 for seed in range(3)])
