@@ -5,10 +5,16 @@ Reads every pair of ``DIR/<task>/`` (the layout of ``../shared/data/harvard``, s
 ``metrics.METRICS`` (on the luma Y for colour SPECT/PET, METHOD.md section 3), and
 writes to the output folder:
 
+
 * ``results.md``: mean +- std per metric per method, mean rank, seconds per pair;
 * ``results.csv``: the same numbers, one row per method;
 * ``results.json``: means, stds, mean ranks and every per-pair value;
 * ``figure.png``: example pairs with each method's fusion, then per-metric bar charts.
+
+Every method is scored on the image ``edgefusion batch`` would write for it (``as_written``):
+8-bit grey, or 8-bit RGB with the fused luma and the other image's chroma. That is what a
+user and an external evaluation receive; sub-grey-level differences that the PNG drops do
+not decide the pixel metrics (FMI counted faint noise in the black background, measured).
 
 Nothing is written until every pair is scored, and each file is written to a temporary
 name and renamed, so a failed or interrupted run leaves no half-written output.
@@ -33,7 +39,7 @@ import numpy as np
 
 from EdgeFusionLib import atlas
 from EdgeFusionLib.baselines import PIXEL_METHODS
-from EdgeFusionLib.colour import replace_luma
+from EdgeFusionLib.colour import luma, replace_luma
 from EdgeFusionLib.metrics import METRIC_LABELS, METRICS, compute_metrics, mean_rank
 
 #: The files written to the output folder, by kind.
@@ -75,6 +81,16 @@ def load_pair(pair: atlas.Pair) -> LoadedPair:
             f"{other.shape[1]}x{other.shape[0]} differ; the images of a pair must be registered"
         )
     return LoadedPair(pair, mri, other, other_rgb)
+
+
+def as_written(fused: np.ndarray, loaded: LoadedPair) -> np.ndarray:
+    """The grey/luma in [0, 1] of the PNG ``edgefusion batch`` writes for ``fused`` (H, W) in [0, 1]:
+    rounded to 8 bits, through 8-bit RGB with the original chroma when the other image is colour."""
+    fused = np.clip(fused, 0.0, 1.0)
+    if loaded.other_rgb is None:
+        return (np.rint(fused * 255.0) / 255.0).astype(np.float32)
+    rgb8 = np.rint(replace_luma(loaded.other_rgb, fused) * 255.0) / 255.0
+    return np.clip(luma(rgb8), 0.0, 1.0)
 
 
 def select_pairs(
@@ -207,6 +223,7 @@ def _score_pairs(
                 start = time.perf_counter()
                 fused = np.asarray(fuse(loaded.mri, loaded.other), dtype=np.float32)
                 seconds = time.perf_counter() - start
+                fused = as_written(fused, loaded)
                 scores = compute_metrics(fused, loaded.mri, loaded.other)
                 records[method].append({"pair": pair.name, "case": pair.case, "seconds": seconds, **scores})
                 fused_images[method] = fused

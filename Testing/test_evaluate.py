@@ -60,7 +60,8 @@ def test_results_hold_the_metrics_of_each_pair_computed_directly(dataset, ct_run
         for row in rows:
             mri = read_grey(dataset / "MRI-CT" / "MRI" / f"{row['pair']}.png")
             ct = read_grey(dataset / "MRI-CT" / "CT" / f"{row['pair']}.png")
-            expected = compute_metrics(PIXEL_METHODS[method](mri, ct), mri, ct)
+            written = np.rint(PIXEL_METHODS[method](mri, ct) * 255) / 255  # the 8-bit PNG batch writes
+            expected = compute_metrics(written, mri, ct)
             assert {name: row[name] for name in METRICS} == pytest.approx(expected, rel=1e-9)
             assert row["seconds"] > 0
         summary = results["summary"][method]
@@ -121,10 +122,33 @@ def test_colour_spect_is_scored_on_its_luma(dataset, tmp_path):
     with Image.open(dataset / "MRI-SPECT" / "SPECT" / "21001.png") as image:
         spect_y = luma(np.asarray(image, dtype=np.float32) / 255)
     mri = read_grey(dataset / "MRI-SPECT" / "MRI" / "21001.png")
-    expected = compute_metrics(np.maximum(mri, spect_y), mri, spect_y)
+    expected = compute_metrics(evaluate.as_written(np.maximum(mri, spect_y), evaluate.load_pair(results_pair(dataset))), mri, spect_y)
     row = results["per_pair"]["pixel-max"][0]
     assert {name: row[name] for name in METRICS} == pytest.approx(expected, rel=1e-6)
     assert "luma Y" in (tmp_path / "results.md").read_text()
+
+
+def results_pair(dataset, name="21001"):
+    return atlas.Pair(name=name, mri_path=dataset / "MRI-SPECT" / "MRI" / f"{name}.png",
+                      other_path=dataset / "MRI-SPECT" / "SPECT" / f"{name}.png")
+
+
+@pytest.mark.parametrize("method", ["pixel-average", "pixel-max"])
+def test_scores_are_those_of_the_png_that_batch_writes(dataset, tmp_path, method):
+    from EdgeFusionLib import cli
+
+    results = evaluate.run_evaluation(dataset, "MRI-SPECT", [method], tmp_path / "eval", examples=0, progress=False)
+    task = dataset / "MRI-SPECT"
+    assert cli.main(["batch", "--task", "MRI-SPECT", "--mri-dir", str(task / "MRI"), "--other-dir", str(task / "SPECT"),
+                     "--out-dir", str(tmp_path / "batch"), "--method", method]) == 0
+    for row in results["per_pair"][method]:
+        with Image.open(tmp_path / "batch" / f"{row['pair']}.png") as image:
+            written = np.asarray(image, dtype=np.float32) / 255
+        assert written.shape == (32, 32, 3)
+        loaded = evaluate.load_pair(results_pair(dataset, row["pair"]))
+        assert np.abs(luma(written) - evaluate.as_written(PIXEL_METHODS[method](loaded.mri, loaded.other), loaded)).max() < 1e-6
+        expected = compute_metrics(np.clip(luma(written), 0, 1), loaded.mri, loaded.other)
+        assert {name: row[name] for name in METRICS} == pytest.approx(expected, rel=1e-6)
 
 
 def test_cli_with_validation_cases_and_limit(dataset, tmp_path, capsys):
