@@ -133,16 +133,24 @@ class FoldedEncoder(nn.Module):
         g2 = F.conv2d(torch.cat([image_one, f0_maps[:, :c]], dim=1), self.dense2_weight, self.dense2_bias, padding=1)
         F.leaky_relu_(g2, self.negative_slope)
 
-        # Y = X + M(X) * (scale * P + shift) + DRGO; X and DRGO's 1x1 maps in one matmul on channels-last rows.
+        # Y = X + M(X) * (scale * P + shift) + DRGO. X and DRGO's 1x1 maps are matrix products on the
+        # channels-last rows of [G2 | |Sx F0|, |Sy F0| | I, P, Q], accumulated without concatenating them.
         batch, _, height, width = image.shape
-        rows = torch.cat([g2, f0_maps[:, c:], z], dim=1).permute(0, 2, 3, 1).reshape(-1, self.out_weight.shape[0])
-        out = torch.addmm(self.out_bias, rows, self.out_weight).view(batch, height, width, c).permute(0, 3, 1, 2)
-        del rows, g2, f0_maps
+        out = torch.addmm(self.out_bias, _rows(g2), self.out_weight[: 2 * c])
+        out.addmm_(_rows(f0_maps)[:, c:], self.out_weight[2 * c : 4 * c])
+        out.addmm_(_rows(z), self.out_weight[4 * c :])
+        out = out.view(batch, height, width, c).permute(0, 3, 1, 2)
+        del g2, f0_maps
         mask_x = F.relu(F.conv2d(F.avg_pool2d(z, 2), self.residual_weight))  # M(X) at half resolution
         out_blocks = _blocks(out)
         out_blocks.addcmul_(_blocks(d), _blocks(mask_x * self.deep_scale, pooled=True))
         out_blocks.add_(_blocks(mask_x * self.deep_shift, pooled=True))
         return out
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) channels-last -> its (B * H * W, C) rows, a view (no copy)."""
+    return x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])
 
 
 def _blocks(x: torch.Tensor, pooled: bool = False) -> torch.Tensor:
