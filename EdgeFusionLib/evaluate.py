@@ -351,8 +351,8 @@ def markdown_report(results: dict) -> str:
     return f"""# EdgeFusion evaluation: {task}
 
 {_selection_text(results)}, images {_shape_text(results['image_shapes'])}. Each cell is the mean ± \
-standard deviation over the pairs of a metric of the fused image F against both sources (MRI and {other}).\
-{luma_note} Higher is better for every metric; **mean rank** is each method's rank per metric (1 = best) \
+standard deviation over the pairs of a metric of the fused image F against both sources (MRI and {other}); \
+F is the 8-bit image `edgefusion batch` writes.{luma_note} Higher is better for every metric; **mean rank** is each method's rank per metric (1 = best) \
 averaged over the {len(results['metrics'])} metrics, and rows are sorted by it. Bold: best per column. {timing}.
 
 {markdown_table(results)}
