@@ -68,3 +68,32 @@ def test_reconstructs_held_back_image(task):
         score = metrics.psnr(recon, image, image)
         assert score > MIN_PSNR[task], f"{task} {path.name}: PSNR {score:.2f} dB"
         assert np.isfinite(recon).all()
+
+
+def test_default_mri_ct_fusion_keeps_a_small_finding_only_the_ct_shows():
+    """The bundled phantom's 4 mm calcification is white in the CT (420 HU, above the window) and
+    grey in the MRI. The default MRI-CT fusion must show it as the CT does: with 5x5 or 7x7 activity
+    boxes the MRI's surroundings outvoted it and it vanished (rules.LOCAL_ACTIVITY_WINDOW)."""
+    import importlib.util
+
+    import SimpleITK as sitk
+
+    from EdgeFusionLib.demo import SAMPLE_DIR, sample_path
+    from EdgeFusionLib.fusion import fuse_images, prepare_inputs
+    from EdgeFusionLib.intensity import window_for
+    from EdgeFusionLib.io import read_image
+
+    spec = importlib.util.spec_from_file_location("make_phantom", SAMPLE_DIR / "make_phantom.py")
+    phantom = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(phantom)
+    mri = read_image(sample_path("EdgeFusionPhantom-MRI.nrrd"), "MRI")
+    ct = read_image(sample_path("EdgeFusionPhantom-CT.nrrd"), "CT")
+    mri_on_grid, ct_on_grid = prepare_inputs(mri, ct, "ct")
+    fused = fuse_images(mri, ct, "ct", device="cpu")
+    index = mri.TransformPhysicalPointToIndex([float(v) for v in phantom.CALCIFICATION_CENTRE])
+    at_finding = {}
+    for name, image in (("mri", mri_on_grid), ("ct", ct_on_grid)):
+        values = sitk.GetArrayFromImage(image)
+        at_finding[name] = float(window_for(values, name).apply(np.array([image.GetPixel(index)], np.float32))[0])
+    assert at_finding["ct"] > 0.9 and at_finding["mri"] < 0.6  # the finding: bright in the CT only
+    assert fused.GetPixel(index) > 0.9 * at_finding["ct"]
