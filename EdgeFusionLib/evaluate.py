@@ -5,7 +5,6 @@ Reads every pair of ``DIR/<task>/`` (the layout of ``../shared/data/harvard``, s
 ``metrics.METRICS`` (on the luma Y for colour SPECT/PET, METHOD.md section 3), and
 writes to the output folder:
 
-
 * ``results.md``: mean +- std per metric per method, mean rank, seconds per pair;
 * ``results.csv``: the same numbers, one row per method;
 * ``results.json``: means, stds, mean ranks and every per-pair value;

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .network import EHDRAN, SharedBatchNorm, attention_mask, residual_attention
+from .network import EHDRAN, SharedBatchNorm, attention_mask
 
 
 def _batchnorm_affine(norm: SharedBatchNorm, use: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -103,7 +103,6 @@ def check_image(image, role: str) -> None:
 
 def squeeze_single_slice(image):
     """A 3D image with one slice (e.g. a single DICOM file) as 2D; anything else unchanged."""
-    sitk = _sitk()
     if image.GetDimension() == 3 and image.GetSize()[2] == 1:
         return image[:, :, 0]
     return image

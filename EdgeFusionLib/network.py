@@ -121,8 +121,8 @@ class SharedBatchNorm(nn.Module):
     (B, C, H, W) -> same; ``use`` (0 .. uses-1) says which place is calling. The paper applies
     one ``nn.BatchNorm2d`` twice (after the dilated block and after the pyramid), so its running
     statistics average two distributions that differ by a factor of ~10 in mean and fit neither
-    at inference: the validation reconstructions lost 7-9 dB in eval mode (measured on the
-    bundled models, Resources/Models/README.md). Sharing the affine parameters keeps the paper's
+    at inference: the previous release's models reconstructed the validation MRIs 7-9 dB worse
+    in eval mode than with statistics per use (Resources/Models/README.md). Sharing the affine parameters keeps the paper's
     414,081 parameters; separate statistics (buffers, not parameters) make eval mode match training.
     In training mode each use normalises with its batch statistics, as nn.BatchNorm2d does;
     ``momentum`` None gives cumulative averages (used to recalibrate, see training.py).

@@ -142,12 +142,21 @@ def pooled_images(pairs: list[Pair]) -> list[np.ndarray]:
     return [read_grey01(path)[0] for pair in pairs for path in (pair.mri_path, pair.other_path)]
 
 
+def evenly_spaced(items: list, count: int) -> list:
+    """``count`` items spread evenly from the first to the last (all of them when ``count >= len``)."""
+    if count >= len(items):
+        return list(items)
+    return [items[int(i)] for i in np.linspace(0, len(items) - 1, count).round()]
+
+
 def validation_subset(pairs: list[Pair], count: int) -> list[Pair]:
     """``ceil(count / 2)`` evenly spaced pairs (all when count is 0): a fixed, cheap validation set."""
-    wanted = math.ceil(count / 2)
-    if count == 0 or wanted >= len(pairs):
-        return list(pairs)
-    return [pairs[int(i)] for i in np.linspace(0, len(pairs) - 1, wanted).round()]
+    return list(pairs) if count == 0 else evenly_spaced(pairs, math.ceil(count / 2))
+
+
+def even_crop(image: np.ndarray) -> np.ndarray:
+    """The image without its last row/column where its size is odd (the network needs even sizes)."""
+    return image[: image.shape[0] // 2 * 2, : image.shape[1] // 2 * 2]
 
 
 def write_split(path: Path, train_pairs: list[Pair], val_pairs: list[Pair], evaluated: list[Pair]) -> dict:
@@ -292,8 +301,7 @@ def recalibrate_batchnorm(model, images: list[np.ndarray], device) -> None:
     try:
         with torch.no_grad():
             for image in images:
-                even = image[: image.shape[0] // 2 * 2, : image.shape[1] // 2 * 2]
-                model.encoder(torch.from_numpy(np.ascontiguousarray(even))[None, None].to(device))
+                model.encoder(torch.from_numpy(np.ascontiguousarray(even_crop(image)))[None, None].to(device))
     finally:
         norm.momentum = momentum
         model.train(was_training)
@@ -311,7 +319,7 @@ def validate(model, images: list[np.ndarray], device) -> dict[str, float]:
     scores = {"val_psnr": [], "val_ssim": [], "val_grad": []}
     with torch.no_grad():
         for image in images:
-            even = image[: image.shape[0] // 2 * 2, : image.shape[1] // 2 * 2]
+            even = even_crop(image)
             x = torch.from_numpy(np.ascontiguousarray(even))[None, None].to(device)
             recon = model(x).clamp(0, 1)
             out = recon[0, 0].cpu().numpy()
@@ -388,7 +396,7 @@ def train(config: TrainConfig, data_dir: Path | str, out_dir: Path | str, progre
     evaluated = validation_subset(val_pairs, config.val_images)
     split = write_split(out_dir / "split.json", train_pairs, val_pairs, evaluated)
     train_images = pooled_images(train_pairs)
-    calibration_images = [train_images[int(i)] for i in np.unique(np.linspace(0, len(train_images) - 1, CALIBRATION_IMAGES).round())]
+    calibration_images = evenly_spaced(train_images, CALIBRATION_IMAGES)
     val_images = pooled_images(evaluated)
     check_crop_fits(train_images, config.crop_size)
 

@@ -32,7 +32,7 @@ from EdgeFusionLib.engine import FusionEngine, resolve_device  # noqa: E402
 from EdgeFusionLib.errors import MissingWeightsError  # noqa: E402
 from EdgeFusionLib.methods import DEFAULT_METHOD  # noqa: E402
 from EdgeFusionLib.network import EHDRAN  # noqa: E402
-from EdgeFusionLib.rules import LATENT_RULES, SFNN_REDUCTIONS  # noqa: E402
+from EdgeFusionLib.rules import SFNN_REDUCTIONS  # noqa: E402
 from EdgeFusionLib.weights import load_model  # noqa: E402
 
 
