@@ -99,8 +99,7 @@ class FusionEngine:
         for layer in decoder.modules():
             if isinstance(layer, torch.nn.LeakyReLU):
                 layer.inplace = True  # a copy, used without autograd: no need for fresh activations
-        # The first layer is a convolution (affine): D(w f1 + (1 - w) f2) starts from w L(f1) + (1 - w) L(f2)
-        # when w is one number per slice, which the compensated rules reuse (see _fuse_compensated).
+        # Split after the first (affine) layer, which the compensated rules share (see _fuse_compensated).
         self._decoder_first, self._decoder_rest = decoder.layers[0], decoder.layers[1:]
         self._rule = LATENT_RULES[self.method.name]
         if self.device == "cuda":
@@ -170,7 +169,7 @@ class FusionEngine:
     def _fuse_latent(self, mri01: np.ndarray, other01: np.ndarray) -> np.ndarray:
         import torch
 
-        from .rules import CompensatedRule
+        from .rules import CompensatedRule, DecisionMapRule
 
         device = torch.device(self.device)
         with torch.inference_mode():
@@ -180,28 +179,28 @@ class FusionEngine:
                 tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device).unsqueeze(1)
                 images.append(tensor)
                 latents.append(self._encoder(pad_to_even(tensor))[..., :height, :width])
-            if isinstance(self._rule, CompensatedRule):
+            if isinstance(self._rule, DecisionMapRule):
+                # w1 is 0 or 1, and lerp returns its end points exactly: each pixel is a source pixel.
+                fused = torch.lerp(images[1], images[0], self._rule.weights(*latents))
+            elif isinstance(self._rule, CompensatedRule):
                 fused = self._fuse_compensated(images, latents)
             else:
                 fused = self._decode(self._rule(*latents))
             return fused.clamp_(0, 1)[:, 0].float().cpu().numpy()
 
     def _fuse_compensated(self, images, latents):
-        """D(w1 f1 + w2 f2) + w1 (I1 - D(f1)) + w2 (I2 - D(f2)), w2 = 1 - w1 (see CompensatedRule)."""
+        """D(w1 f1 + w2 f2) + w1 (I1 - D(f1)) + w2 (I2 - D(f2)), w2 = 1 - w1 per slice (see CompensatedRule).
+
+        The decoder's first layer is affine, so it commutes with mixing by one number per slice:
+        D(w1 f1 + w2 f2) starts from w1 L(f1) + w2 L(f2), and L(f1), L(f2) also start the reconstructions.
+        """
         import torch
 
-        w1 = self._rule.weights(*latents)
-        if w1.dim() == 1:  # one weight per slice: the decoder's first layer commutes with the mixing
-            w1 = w1.view(-1, 1, 1, 1)
-            hidden = [self._decoder_first(self._channels_last(latent)) for latent in latents]
-            fused = self._decoder_rest(torch.lerp(hidden[1], hidden[0], w1))
-            reconstructions = [self._decoder_rest(h) for h in hidden]
-        else:
-            fused = self._decode(w1 * latents[0] + (1 - w1) * latents[1])
-            reconstructions = [self._decode(latent) for latent in latents]
-        fused = fused.contiguous()
-        for weight, image, reconstruction in zip((w1, 1 - w1), images, reconstructions):
-            fused += weight * (image - reconstruction)
+        w1 = self._rule.weights(*latents).view(-1, 1, 1, 1)
+        hidden = [self._decoder_first(self._channels_last(latent)) for latent in latents]
+        fused = self._decoder_rest(torch.lerp(hidden[1], hidden[0], w1)).contiguous()
+        for weight, image, h in zip((w1, 1 - w1), images, hidden):
+            fused += weight * (image - self._decoder_rest(h))
         return fused
 
     def _decode(self, latent):
