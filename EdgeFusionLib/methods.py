@@ -21,12 +21,11 @@ class Method:
 
 
 #: The method each task uses when none is chosen, measured on the validation cases (docs/results.md,
-#: mean rank over 13 metrics among 12 methods). MRI-SPECT: `sfnn-compensated`, first by 1.2 places
-#: and above the paper's PSNR headline; the SPECT keeps its colour (chroma). MRI-CT and MRI-PET:
-#: `local-activity`, second by under 0.1 place (MRI-CT behind `sfnn-compensated`, tied with the pixel
-#: maximum; MRI-PET behind the pixel maximum). On MRI-CT `sfnn-compensated` is not the default: the
-#: SFNN weights give the MRI 1-15 % (mean 6 %), so its result is essentially the CT without the MRI's
-#: soft tissue (its PSNR, 23.5 dB, rewards exactly that).
+#: mean rank over 13 metrics among 12 methods): each is first there. MRI-SPECT: `sfnn-compensated`
+#: (3.15, above the paper's PSNR headline; the SPECT keeps its colour through the chroma). MRI-CT and
+#: MRI-PET: `local-activity` (4.00 and 3.00, ahead of the pixel maximum). On MRI-CT the SFNN rules
+#: score far higher PSNR (23.5-24.5 dB) only because their weights give the MRI 1-15 % (mean 6 %):
+#: their result is essentially the CT without the MRI's soft tissue.
 DEFAULT_METHOD = {"MRI-CT": "local-activity", "MRI-SPECT": "sfnn-compensated", "MRI-PET": "local-activity"}
 
 
