@@ -3,6 +3,9 @@
 Every rule takes the two encoder outputs f1 (MRI) and f2 (other modality), each
 (B, C, H, W), and returns the fused latent (B, C, H, W) that the decoder turns
 into the fused image. B is a batch of slices; scalar weights are per slice.
+Two kinds of WeightedRule are used differently by the engine: CompensatedRule adds
+the decoder's error back, DecisionMapRule applies its weights to the images and
+skips the decoder.
 """
 
 from __future__ import annotations
