@@ -241,10 +241,15 @@ def pad_to_even(images):
     return F.pad(images, pad, mode=mode)
 
 
-#: mallopt(3) parameters of glibc, and its documented default for both thresholds.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD = -1, -3, 128 * 1024
+#: mallopt(3) parameters of glibc.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 #: While fusing, freed blocks below this size stay mapped for reuse.
 _KEEP_FREED_BELOW = 1 << 30
+#: Afterwards: where glibc's own dynamic thresholds settle once large blocks have been freed
+#: (mmap 32 MiB, DEFAULT_MMAP_THRESHOLD_MAX on 64-bit; trim twice that). Setting a threshold ends
+#: the dynamic adjustment, and glibc's initial 128 KiB would then map every larger block afresh:
+#: measured, that made the plain PyTorch reference 16-42 % slower in the same process.
+_MMAP_THRESHOLD_AFTER, _TRIM_THRESHOLD_AFTER = 32 << 20, 64 << 20
 
 
 @contextlib.contextmanager
@@ -255,8 +260,8 @@ def _freed_memory_kept(enabled: bool = True):
     blocks that large afresh on each allocation and unmaps them when freed, and faulting in
     the fresh pages took about a quarter of the CPU fusion time (benchmarks/results.md). Raised
     mmap and trim thresholds let each encoder pass reuse the memory of the previous one; on exit
-    the thresholds return to glibc's defaults and malloc_trim hands the kept memory back, so a
-    finished fusion leaves the process as lean as before. Process-wide while it lasts.
+    the thresholds go to the values glibc's dynamic scheme reaches by itself, and malloc_trim hands
+    the kept memory back. Process-wide while it lasts.
     """
     libc = _glibc() if enabled else None
     if libc is None:
@@ -267,8 +272,8 @@ def _freed_memory_kept(enabled: bool = True):
     try:
         yield
     finally:
-        libc.mallopt(_M_TRIM_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
-        libc.mallopt(_M_MMAP_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
+        libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_AFTER)
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_AFTER)
         libc.malloc_trim(0)
 
 
