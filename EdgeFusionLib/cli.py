@@ -125,8 +125,9 @@ def guess_modality(image, path: Path) -> str:
     """Modality from the DICOM Modality tag, else from a word in the file name (one modality only)."""
     from .modality import modalities_named, modality_of_dicom_code
 
-    if image.HasMetaDataKey("0008|0060") and modality_of_dicom_code(image.GetMetaData("0008|0060")):
-        return modality_of_dicom_code(image.GetMetaData("0008|0060"))
+    tagged = modality_of_dicom_code(image.GetMetaData("0008|0060")) if image.HasMetaDataKey("0008|0060") else None
+    if tagged:
+        return tagged
     found = modalities_named(path.name)
     if len(found) == 1:
         return found[0]

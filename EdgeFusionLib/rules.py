@@ -240,7 +240,7 @@ class DecisionMapRule(WeightedRule):
 
 
 def local_activity_selection(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
-    """w1 = 1 where the MRI latent's local activity (mean L1 over channels in a 3x3 box) is the larger, else 0."""
+    """w1 = 1 where the MRI latent's local activity (``local_activity``) is the larger, else 0."""
     return (local_activity(f1) >= local_activity(f2)).to(f1.dtype)
 
 
@@ -258,6 +258,7 @@ LATENT_RULES: dict[str, LatentRule] = {
     ),
     "local-activity": DecisionMapRule(
         local_activity_selection,
-        "Per pixel, the pixel of the source whose latent has the larger local activity (3x3 box).",
+        f"Per pixel, the pixel of the source whose latent has the larger local activity "
+        f"({LOCAL_ACTIVITY_WINDOW}x{LOCAL_ACTIVITY_WINDOW} box).",
     ),
 }

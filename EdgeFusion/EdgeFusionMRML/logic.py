@@ -179,8 +179,9 @@ class VolumeFusionLogic:
         if hierarchy is not None:
             item = hierarchy.GetItemByDataNode(node)
             code = hierarchy.GetItemAttribute(item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName()) if item else ""
-            if modality_of_dicom_code(code):
-                return modality_of_dicom_code(code)
+            tagged = modality_of_dicom_code(code)
+            if tagged:
+                return tagged
         named = modalities_named(node.GetName() or "")
         return named[0] if named else None
 
