@@ -44,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(title="commands")
 
     fuse = commands.add_parser("fuse", help="fuse one MRI with one CT/SPECT/PET image or volume")
-    fuse.add_argument("mri", type=Path, help="MRI: PNG/JPEG/TIFF, NIfTI, NRRD, MHA, or a DICOM series folder")
+    fuse.add_argument("mri", type=Path, help="MRI: PNG/JPEG/TIFF/BMP, NIfTI, NRRD, MHA/MHD, or a DICOM series folder")
     fuse.add_argument("other", type=Path, help="CT, SPECT or PET of the same patient, same formats")
     fuse.add_argument("-o", "--output", type=Path, required=True, help="output file (.nii.gz, .nrrd, .mha, .png, .tif)")
     fuse.add_argument("--modality",
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("--axis", default="auto",
                       help="slicing axis of volumes: 0, 1, 2 (numpy z, y, x) or auto = acquisition plane (default)")
     fuse.add_argument("--ct-window", type=float, nargs=2, metavar=("LOW", "HIGH"),
-                      help="Hounsfield window of a CT in HU (default -100 200)")
+                      help="window of the CT in its own units, e.g. -100 200 for HU; default: -100 200 for a CT "
+                           "in Hounsfield units (minimum below -500), otherwise scaled like an MRI")
     fuse.add_argument("--colormap", help="show a scalar SPECT/PET through this matplotlib colour map "
                                          "(e.g. hot, inferno) and fuse in colour; default: fuse as grey")
     fuse.set_defaults(func=run_fuse)
@@ -89,7 +90,7 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
                              "pixel baseline (pixel-average, pixel-max, laplacian-pyramid, dwt, guided-filter); "
                              "default: the task's default. `edgefusion info` lists all names and the defaults.")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
-    parser.add_argument("--batch-size", type=int, help="slices per batch (default: 1 on CPU, 16 on CUDA)")
+    parser.add_argument("--batch-size", type=int, help="slices per batch (default: 1 on CPU, 16 on CUDA, 8 on MPS)")
 
 
 # ------------------------------------------------------------------------- fuse
@@ -97,6 +98,7 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
 def run_fuse(args) -> int:
     from .engine import resolve_device
     from .fusion import TASK_OF_MODALITY, check_modality, fuse_images
+    from .intensity import IntensityWindow
     from .io import check_writable, read_image, write_image
     from .methods import get_method
 
@@ -104,6 +106,9 @@ def run_fuse(args) -> int:
     resolve_device(args.device)
     if args.method:
         get_method(args.method)
+    ct_window = tuple(args.ct_window) if args.ct_window else None
+    if ct_window is not None:
+        IntensityWindow(*ct_window)  # raises InputError for LOW >= HIGH before any file is read
     mri = read_image(args.mri, "MRI")
     other = read_image(args.other, "other image")
     modality = check_modality(args.modality) if args.modality else guess_modality(other, args.other)
@@ -111,11 +116,13 @@ def run_fuse(args) -> int:
     colour_table = _colormap(args.colormap) if args.colormap else None
     if colour_table is not None and modality == "ct":
         raise InputError("--colormap applies to SPECT or PET, not CT")
-    options = {"ct_window": tuple(args.ct_window)} if args.ct_window else {}
+    if ct_window is not None and modality != "ct":
+        raise InputError(f"--ct-window applies to a CT, and the other image is {modality.upper()}")
     started = time.perf_counter()
     with _progress_bar("fusing") as progress:
         fused = fuse_images(mri, other, modality, method=args.method, axis=axis, device=args.device,
-                            batch_size=args.batch_size, colour_table=colour_table, progress=progress, **options)
+                            batch_size=args.batch_size, colour_table=colour_table, progress=progress,
+                            ct_window=ct_window)
     write_image(fused, args.output)
     print(f"wrote {args.output} ({TASK_OF_MODALITY[modality]}, {time.perf_counter() - started:.1f} s)", file=sys.stderr)
     return 0

@@ -13,7 +13,7 @@ import numpy as np
 
 from .engine import CancelCallback, FusionEngine, ProgressCallback
 from .errors import InputError
-from .intensity import CT_WINDOW_HU, EIGHT_BIT_WINDOW, IntensityWindow, window_for
+from .intensity import EIGHT_BIT_WINDOW, IntensityWindow, window_for
 from .io import as_rgb_or_scalar, as_scalar, check_image, resample_onto, squeeze_single_slice
 
 #: modality of the other image -> task (which trained model fuses it)
@@ -39,30 +39,35 @@ def default_axis(image) -> int:
 
 
 def prepare_inputs(mri, other, modality: str, colour_table: np.ndarray | None = None):
-    """Checked (mri, other) images, ``other`` resampled onto the MRI grid. Does no fusion work."""
+    """Checked (mri, other) images, ``other`` resampled onto the MRI grid. Does no fusion work.
+
+    3D images, single slices included, are placed by their geometry; a single slice then
+    comes back as 2D (with the MRI's in-plane geometry).
+    """
     check_modality(modality)
-    mri = squeeze_single_slice(as_scalar(mri, "MRI"))
-    other = squeeze_single_slice(as_rgb_or_scalar(other, modality.upper()))
+    mri = as_scalar(mri, "MRI")
+    other = as_rgb_or_scalar(other, modality.upper())
     check_image(mri, "MRI")
     check_image(other, modality.upper())
     if other.GetNumberOfComponentsPerPixel() == 3 and modality == "ct":
         other = as_scalar(other, "CT")
     if colour_table is not None and other.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"a colour table was given but the {modality.upper()} image is already RGB")
+    if mri.GetDimension() == other.GetDimension() == 3:
+        other = resample_onto(mri, other, modality.upper())
+    mri, other = squeeze_single_slice(mri), squeeze_single_slice(other)
     if mri.GetDimension() != other.GetDimension():
         raise InputError(f"the MRI is {mri.GetDimension()}D but the {modality.upper()} is {other.GetDimension()}D")
-    if mri.GetDimension() == 2:
-        # 2D images (PNG, JPEG) carry no reliable geometry: they must already be registered pixel to pixel.
-        if mri.GetSize() != other.GetSize():
-            raise InputError(f"the 2D images have different sizes: MRI {mri.GetSize()}, {modality.upper()} {other.GetSize()}")
-        return mri, other
-    return mri, resample_onto(mri, other, modality.upper())
+    # 2D pictures (PNG, JPEG) carry no reliable geometry: they must already be registered pixel to pixel.
+    if mri.GetDimension() == 2 and mri.GetSize() != other.GetSize():
+        raise InputError(f"the 2D images have different sizes: MRI {mri.GetSize()}, {modality.upper()} {other.GetSize()}")
+    return mri, other
 
 
 def fuse_images(mri, other, modality: str, *, method: str | None = None, axis: int | None = None,
                 device: str = "auto", batch_size: int | None = None, model=None,
                 colour_table: np.ndarray | None = None, colour_range: tuple[float, float] | None = None,
-                ct_window: tuple[float, float] = CT_WINDOW_HU,
+                ct_window: tuple[float, float] | None = None,
                 progress: ProgressCallback | None = None, cancel: CancelCallback | None = None):
     """Fuse an MRI with a CT, SPECT or PET image or volume (SimpleITK images).
 
@@ -71,6 +76,8 @@ def fuse_images(mri, other, modality: str, *, method: str | None = None, axis: i
     axis:         numpy slicing axis for volumes (default :func:`default_axis`).
     colour_table: (K, 3) in [0, 1] for a scalar SPECT/PET shown in pseudo-colour;
                   ``colour_range`` = the displayed (low, high) values (default: the counts window).
+    ct_window:    (low, high) of a CT in its own units (default: -100..200 HU for a CT in
+                  Hounsfield units, see ``intensity.window_for``).
     Returns a float32 image in [0, 1] (grey) or a uint8 RGB vector image (colour input),
     with the MRI's geometry. Raises InputError before any work for bad input and
     FusionCancelled when ``cancel()`` returns True.
@@ -83,7 +90,7 @@ def fuse_images(mri, other, modality: str, *, method: str | None = None, axis: i
 
 def fuse_prepared(mri, other, modality: str, engine: FusionEngine, *, axis: int | None = None,
                   colour_table: np.ndarray | None = None, colour_range: tuple[float, float] | None = None,
-                  ct_window: tuple[float, float] = CT_WINDOW_HU,
+                  ct_window: tuple[float, float] | None = None,
                   progress: ProgressCallback | None = None, cancel: CancelCallback | None = None):
     """:func:`fuse_images` for images already returned by :func:`prepare_inputs`, with a given engine.
 

@@ -7,10 +7,12 @@ brought to a comparable look before fusion:
 * MRI in arbitrary units: [minimum, 99.5th percentile] -> [0, 1]. MRI has no
   absolute scale; the percentile keeps a few very bright voxels (vessels, fat,
   artefacts) from compressing the brain into the dark end.
-* CT in Hounsfield units: the fixed window [-100, 200] HU -> [0, 1]. It matches the
-  atlas CT images the model learnt from: air and fat black, CSF and brain mid-grey
-  (about 0.35-0.45), bone saturated white. A fixed window (not a percentile) keeps
-  the mapping identical across patients and scanners.
+* CT in Hounsfield units (recognised by a minimum below -500, i.e. air): the fixed
+  window [-100, 200] HU -> [0, 1]. It matches the atlas CT images the model learnt
+  from: air and fat black, CSF and brain mid-grey (about 0.35-0.45), bone saturated
+  white. A fixed window (not a percentile) keeps the mapping identical across patients
+  and scanners. A CT without air values is scaled like an MRI, unless the caller
+  gives its window explicitly.
 * SPECT/PET counts: [0, 99.9th percentile] -> [0, 1]; counts are non-negative and
   the hottest voxels should keep their contrast instead of one outlier setting the scale.
 
@@ -63,20 +65,24 @@ def strided_sample(values: np.ndarray, max_samples: int = PERCENTILE_SAMPLES) ->
     return flat[::step]
 
 
-def window_for(values: np.ndarray, modality: str, ct_window: tuple[float, float] = CT_WINDOW_HU) -> IntensityWindow:
+def window_for(values: np.ndarray, modality: str, ct_window: tuple[float, float] | None = None) -> IntensityWindow:
     """The intensity window for an image of ``modality`` (see the module docstring).
 
     ``values`` is the scalar image (any shape); for RGB images use :data:`EIGHT_BIT_WINDOW`.
+    ``ct_window``: (low, high) in the CT's own units, used for any CT when given; by default
+    a CT in Hounsfield units gets :data:`CT_WINDOW_HU`.
     Raises InputError for an image without contrast.
     """
     if modality not in MODALITIES:
         raise InputError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
+    if modality == "ct" and ct_window is not None:
+        return IntensityWindow(*ct_window)
     if values.dtype == np.uint8:
         return EIGHT_BIT_WINDOW
     sample = strided_sample(values)
     low = float(values.min())
     if modality == "ct" and low < HU_AIR_THRESHOLD:
-        return IntensityWindow(*ct_window)
+        return IntensityWindow(*CT_WINDOW_HU)
     if modality in ("spect", "pet"):
         low = min(low, 0.0)
         high = float(np.percentile(sample, COUNTS_UPPER_PERCENTILE))

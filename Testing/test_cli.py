@@ -113,6 +113,19 @@ def test_non_overlapping_volumes_and_unknown_modality_and_unwritable_output(tmp_
     assert code == 2 and "--modality" in err
 
 
+def test_ct_window_is_applied_and_checked(tmp_path, pair, capsys):
+    ct_values = np.asarray(Image.open(pair[1]))
+    code, _, err = run(capsys, "fuse", *pair, "-o", tmp_path / "w.png", "--modality", "ct", "--method", "pixel-max",
+                       "--ct-window", 0, 127.5)
+    assert code == 0, err
+    expected = np.maximum(np.asarray(Image.open(pair[0])), np.clip(ct_values * 2.0, 0, 255).round())
+    assert np.abs(np.asarray(Image.open(tmp_path / "w.png")).astype(float) - expected).max() <= 1
+    code, _, err = run(capsys, "fuse", *pair, "-o", tmp_path / "x.png", "--modality", "ct", "--ct-window", 200, -100)
+    assert code == 2 and "low < high" in err and not (tmp_path / "x.png").exists()
+    code, _, err = run(capsys, "fuse", *pair, "-o", tmp_path / "y.png", "--modality", "spect", "--ct-window", -100, 200)
+    assert code == 2 and "--ct-window applies to a CT" in err and not (tmp_path / "y.png").exists()
+
+
 def test_missing_weights_is_a_clear_error(tmp_path, pair, capsys, models_dir_empty):
     code, _, err = run(capsys, "fuse", *pair, "-o", tmp_path / "f.png", "--modality", "spect", "--method", "sfnn")
     assert code == 2 and "no weights for task MRI-SPECT" in err

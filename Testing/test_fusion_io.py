@@ -59,6 +59,25 @@ def test_ct_on_another_grid_is_resampled_onto_the_mri_in_physical_space():
     assert sitk.GetArrayFromImage(fused)[centre_index[2], centre_index[1], centre_index[0]] == pytest.approx(1.0)
 
 
+def test_single_slices_are_placed_by_their_geometry_not_pixel_to_pixel():
+    mri = volume(np.zeros((1, 32, 32), np.float32) + np.eye(32, dtype=np.float32)[None] * 500)
+    ct_array = np.full((1, 32, 32), -1000.0, np.float32)
+    ct_array[0, :4, :4] = 1000.0  # bone over 0..8 mm on a 2 mm grid: the MRI's pixels 0..7
+    ct = volume(ct_array, spacing=(2.0, 2.0, 1.0))
+    fused = fuse_images(mri, ct, "ct", method="pixel-max")
+    assert fused.GetDimension() == 2 and np.allclose(fused.GetSpacing(), (1.0, 1.0))
+    values = sitk.GetArrayFromImage(fused)
+    assert values[6, 1] == pytest.approx(1.0) and values[1, 6] == pytest.approx(1.0)  # bone, placed in mm
+    assert values[12, 1] == 0.0 and values[1, 12] == 0.0  # air beyond 8 mm (pixel to pixel it was bone up to 3)
+    # a single MRI slice (z = 0 mm) in a CT volume (z = -2..2 mm): the CT's slice k = 2 is the one fused
+    ct_volume = np.full((5, 32, 32), -1000.0, np.float32)
+    for k in range(5):
+        ct_volume[k, 5 * k:5 * k + 3] = 1000.0  # bone rows that tell the slices apart
+    fused = sitk.GetArrayFromImage(fuse_images(mri, volume(ct_volume, origin=(0.0, 0.0, -2.0)), "ct", method="pixel-max"))
+    assert fused.shape == (32, 32) and fused[11, 20] == pytest.approx(1.0)
+    assert fused[1, 20] == 0.0 and fused[21, 5] == 0.0
+
+
 def test_non_overlapping_volumes_are_refused():
     mri = brain_mri()
     far = volume(np.zeros((5, 5, 5), np.float32) + np.arange(5, dtype=np.float32), origin=(500.0, 500.0, 500.0))
@@ -101,6 +120,11 @@ def test_intensity_windows_per_modality():
     window = window_for(hu, "ct")
     assert (window.low, window.high) == CT_WINDOW_HU
     assert window.apply(np.array([40.0]))[0] == pytest.approx(140 / 300)
+    shifted = hu + 1024  # a CT stored without its rescale intercept: no air values below -500
+    assert window_for(shifted, "ct").low == 24.0  # not taken for HU: scaled like an MRI
+    given = window_for(shifted, "ct", ct_window=(924.0, 1224.0))  # a window the user gives is always used
+    assert (given.low, given.high) == (924.0, 1224.0)
+    assert window_for(np.array([0, 255], np.uint8), "ct", ct_window=(10.0, 90.0)).high == 90.0
     mri = np.concatenate([np.linspace(0, 1000, 10_000), [1e6]])  # one extreme outlier
     assert window_for(mri, "mri").high < 1001
     counts = np.linspace(0, 5000, 100_001)
