@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import InputError
+
 #: task -> (folder of the other modality, modality name used by the engine)
 TASKS: dict[str, tuple[str, str]] = {
     "MRI-CT": ("CT", "ct"),
@@ -55,25 +57,25 @@ def case_of(name: str) -> str:
 
 def check_task(task: str) -> str:
     if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+        raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     return task
 
 
 def find_pairs(mri_dir: Path | str, other_dir: Path | str) -> list[Pair]:
     """Pairs of same-named images (by file stem) in two folders, sorted by name.
 
-    Raises ValueError when a folder is missing or when no names match; names present
+    Raises InputError when a folder is missing or when no names match; names present
     in only one folder are ignored (``unmatched_names`` lists them).
     """
     mri_dir, other_dir = Path(mri_dir), Path(other_dir)
     for folder in (mri_dir, other_dir):
         if not folder.is_dir():
-            raise ValueError(f"folder not found: {folder}")
+            raise InputError(f"folder not found: {folder}")
     mri = _images_by_stem(mri_dir)
     other = _images_by_stem(other_dir)
     names = sorted(set(mri) & set(other))
     if not names:
-        raise ValueError(f"no same-named images in {mri_dir} and {other_dir}")
+        raise InputError(f"no same-named images in {mri_dir} and {other_dir}")
     return [Pair(name, mri[name], other[name]) for name in names]
 
 
@@ -104,14 +106,14 @@ def read_grey01(path: Path | str) -> tuple[np.ndarray, np.ndarray | None]:
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey (Pillow reads some as "I")
             grey = np.asarray(image, dtype=np.float32) / 65535.0
             if grey.min() < 0 or grey.max() > 1:
-                raise ValueError(f"{path}: values outside the 16-bit range")
+                raise InputError(f"{path}: values outside the 16-bit range")
             return grey, None
         if image.mode in ("1", "L"):
             return np.asarray(image.convert("L"), dtype=np.float32) / 255.0, None
         if image.mode in ("P", "PA", "LA", "RGB", "RGBA", "CMYK", "YCbCr"):
             rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
             return np.clip(luma(rgb), 0.0, 1.0), rgb
-    raise ValueError(f"{path}: unsupported image mode {image.mode!r}; use 8- or 16-bit grey or RGB")
+    raise InputError(f"{path}: unsupported image mode {image.mode!r}; use 8- or 16-bit grey or RGB")
 
 
 def split_by_case(pairs: list[Pair], validation_cases: tuple[str, ...] | list[str]) -> tuple[list[Pair], list[Pair]]:

@@ -99,10 +99,11 @@ def run_fuse(args) -> int:
     from .engine import resolve_device
     from .fusion import TASK_OF_MODALITY, check_modality, fuse_images
     from .intensity import IntensityWindow
-    from .io import check_writable, read_image, write_image
+    from .io import check_not_an_input, check_output_format, check_writable, read_image, write_image
     from .methods import get_method
 
     check_writable(args.output)
+    check_not_an_input(args.output, {"MRI": args.mri, "other image": args.other})
     resolve_device(args.device)
     if args.method:
         get_method(args.method)
@@ -110,6 +111,7 @@ def run_fuse(args) -> int:
     if ct_window is not None:
         IntensityWindow(*ct_window)  # raises InputError for LOW >= HIGH before any file is read
     mri = read_image(args.mri, "MRI")
+    check_output_format(args.output, mri)  # a volume cannot become a PNG: say so before the work
     other = read_image(args.other, "other image")
     modality = check_modality(args.modality) if args.modality else guess_modality(other, args.other)
     axis = _parse_axis(args.axis)
@@ -193,11 +195,12 @@ def run_batch(args) -> int:
 
     from .atlas import TASKS, find_pairs, unmatched_names
     from .fusion import prepare_inputs
-    from .io import read_image, write_image
+    from .io import check_not_an_input, read_image, squeeze_single_slice, write_image
 
     modality = TASKS[args.task][1]
     pairs = find_pairs(args.mri_dir, args.other_dir)
     out_dir = args.out_dir
+    check_not_an_input(out_dir, {"--mri-dir": args.mri_dir, "--other-dir": args.other_dir})
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"--out-dir is a file: {out_dir}")
     parent = out_dir if out_dir.exists() else out_dir.parent
@@ -206,7 +209,7 @@ def run_batch(args) -> int:
     images = []
     for pair in pairs:  # read and check everything before any fusion work
         mri, other = prepare_inputs(read_image(pair.mri_path, "MRI"), read_image(pair.other_path, modality.upper()), modality)
-        if mri.GetDimension() != 2:
+        if squeeze_single_slice(mri).GetDimension() != 2:
             raise InputError(f"batch fuses 2D images; {pair.mri_path} is {mri.GetDimension()}D (use `edgefusion fuse`)")
         images.append((pair.name, mri, other))
     skipped = unmatched_names(args.mri_dir, args.other_dir)

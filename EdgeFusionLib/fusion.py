@@ -30,9 +30,13 @@ def default_axis(image) -> int:
     """The numpy axis (of ``GetArrayFromImage``'s z, y, x order) across the acquisition plane.
 
     That is the axis of the largest spacing (thick slices); isotropic volumes use axial (0).
+    A single slice stored as a volume is fused across its one-voxel axis.
     """
     if image.GetDimension() == 2:
         return 0
+    size = np.array(image.GetSize()[::-1])  # numpy order z, y, x
+    if (size == 1).any():
+        return int(np.argmax(size == 1))
     spacing = np.array(image.GetSpacing())  # x, y, z
     thickest = int(np.argmax(spacing[::-1]))  # numpy order z, y, x; argmax takes the first (z) on ties
     return thickest if spacing[::-1][thickest] > spacing.min() * 1.01 else 0
@@ -41,8 +45,7 @@ def default_axis(image) -> int:
 def prepare_inputs(mri, other, modality: str, colour_table: np.ndarray | None = None):
     """Checked (mri, other) images, ``other`` resampled onto the MRI grid. Does no fusion work.
 
-    3D images, single slices included, are placed by their geometry; a single slice then
-    comes back as 2D (with the MRI's in-plane geometry).
+    3D images, single slices included, are placed by their geometry and stay 3D.
     """
     check_modality(modality)
     mri = as_scalar(mri, "MRI")
@@ -54,11 +57,12 @@ def prepare_inputs(mri, other, modality: str, colour_table: np.ndarray | None = 
     if colour_table is not None and other.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(f"a colour table was given but the {modality.upper()} image is already RGB")
     if mri.GetDimension() == other.GetDimension() == 3:
-        other = resample_onto(mri, other, modality.upper())
+        return mri, resample_onto(mri, other, modality.upper())
+    # 2D pictures (PNG, JPEG) carry no reliable geometry: they pair pixel to pixel with the other
+    # image, which may be a single slice of a volume format.
     mri, other = squeeze_single_slice(mri), squeeze_single_slice(other)
     if mri.GetDimension() != other.GetDimension():
         raise InputError(f"the MRI is {mri.GetDimension()}D but the {modality.upper()} is {other.GetDimension()}D")
-    # 2D pictures (PNG, JPEG) carry no reliable geometry: they must already be registered pixel to pixel.
     if mri.GetDimension() == 2 and mri.GetSize() != other.GetSize():
         raise InputError(f"the 2D images have different sizes: MRI {mri.GetSize()}, {modality.upper()} {other.GetSize()}")
     return mri, other

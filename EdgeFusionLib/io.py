@@ -7,8 +7,10 @@ naming the file and the problem, before any fusion work starts.
 
 from __future__ import annotations
 
+import gzip
 import os
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -52,12 +54,24 @@ def read_image(path: Path | str, role: str = "image"):
             if reader.HasMetaDataKey(0, "0008|0060"):
                 image.SetMetaData("0008|0060", reader.GetMetaData(0, "0008|0060"))
             return image
+        if path.suffix.lower() == ".gz":
+            _check_gzip_complete(path, role)
         return sitk.ReadImage(str(path))
     except InputError:
         raise
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown format"
         raise InputError(f"cannot read {role} {path}: {reason}") from None
+
+
+def _check_gzip_complete(path: Path, role: str) -> None:
+    """Refuse a truncated or corrupt .gz file: ITK's NIfTI reader fills a cut-off stream with zeros."""
+    try:
+        with gzip.open(path, "rb") as stream:
+            while stream.read(1 << 24):  # 16 MiB at a time: memory stays bounded
+                pass
+    except (EOFError, OSError, zlib.error) as error:
+        raise InputError(f"cannot read {role} {path}: the compressed file is truncated or corrupt ({error})") from None
 
 
 def as_scalar(image, role: str):
@@ -94,11 +108,16 @@ def check_image(image, role: str) -> None:
     if 0 in image.GetSize():
         raise InputError(f"the {role} is empty (size {image.GetSize()})")
     values = sitk.GetArrayViewFromImage(image)
-    low, high = values.min(), values.max()  # NaN propagates through min/max: no temporary arrays
-    if not (np.isfinite(low) and np.isfinite(high)):
+    if image.GetNumberOfComponentsPerPixel() == 1:
+        values = values[..., np.newaxis]
+    # Per channel: one colour everywhere is as constant as one grey. NaN propagates through min/max.
+    low = values.min(axis=tuple(range(values.ndim - 1)))
+    high = values.max(axis=tuple(range(values.ndim - 1)))
+    if not (np.isfinite(low).all() and np.isfinite(high).all()):
         raise InputError(f"the {role} contains NaN or infinite values")
-    if low == high:
-        raise InputError(f"the {role} is constant (all values {low}); there is nothing to fuse")
+    if np.array_equal(low, high):
+        shown = low[0] if low.size == 1 else tuple(low.tolist())
+        raise InputError(f"the {role} is constant (all values {shown}); there is nothing to fuse")
 
 
 def squeeze_single_slice(image):
@@ -149,6 +168,20 @@ def resample_onto(reference, moving, role: str = "other image"):
     return sitk.Resample(moving, reference, sitk.Transform(), sitk.sitkLinear, background, moving.GetPixelID())
 
 
+def check_output_format(path: Path | str, image) -> None:
+    """Refuse a volume for a 2D-only format (PNG, TIFF); a single slice is written as 2D."""
+    if full_suffix(path) in TWO_D_SUFFIXES and squeeze_single_slice(image).GetDimension() != 2:
+        raise InputError(f"cannot write a {image.GetDimension()}D volume as {full_suffix(path)}; use .nii.gz or .nrrd")
+
+
+def check_not_an_input(output: Path | str, inputs: dict[str, Path | str]) -> None:
+    """Refuse an output (file or folder) that is one of the inputs ({role: path}): inputs are never overwritten."""
+    output = Path(output)
+    for role, source in inputs.items():
+        if output.exists() and Path(source).exists() and os.path.samefile(output, source):
+            raise InputError(f"the output {output} is the {role} input; choose another output so that the input is kept")
+
+
 def check_writable(path: Path | str) -> Path:
     """The output path, after checking its format and that its folder exists and is writable."""
     path = Path(path)
@@ -176,14 +209,22 @@ def write_image(image, path: Path | str) -> None:
     """Write atomically: a temporary file in the same folder, renamed when complete."""
     sitk = _sitk()
     path = check_writable(path)
-    if full_suffix(path) in TWO_D_SUFFIXES and image.GetDimension() != 2:
-        raise InputError(f"cannot write a {image.GetDimension()}D volume as {full_suffix(path)}; use .nii.gz or .nrrd")
+    check_output_format(path, image)
     suffix = full_suffix(path)
+    if suffix in TWO_D_SUFFIXES:
+        image = squeeze_single_slice(image)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent)
     os.close(handle)
     try:
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private (0600); give it a normal file's mode
         sitk.WriteImage(to_savable(image, path), temporary, useCompression=suffix not in TWO_D_SUFFIXES)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # reading the umask means setting it; put it back at once
+    os.umask(mask)
+    return mask

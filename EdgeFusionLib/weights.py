@@ -34,8 +34,17 @@ def read_manifest(folder: Path | None = None) -> dict:
     path = (folder or models_dir()) / MANIFEST_NAME
     if not path.is_file():
         return {"models": {}}
-    with open(path, encoding="utf-8") as stream:
-        return json.load(stream)
+    try:
+        with open(path, encoding="utf-8") as stream:
+            manifest = json.load(stream)
+    except (OSError, ValueError) as error:
+        raise InputError(f"cannot read the weights manifest {path}: {error}") from None
+    models = manifest.get("models") if isinstance(manifest, dict) else None
+    if not isinstance(models, dict) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("file"), str) and isinstance(entry.get("sha256"), str)
+            for entry in models.values()):
+        raise InputError(f"the weights manifest {path} is malformed: every task needs a \"file\" and a \"sha256\"")
+    return manifest
 
 
 def sha256_of(path: Path | str) -> str:

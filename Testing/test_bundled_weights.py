@@ -50,6 +50,28 @@ def test_weights_match_manifest(task):
     assert isinstance(model, EHDRAN) and not model.training
 
 
+def test_a_changed_weights_file_or_a_broken_manifest_is_refused(tmp_path):
+    import json
+    import shutil
+
+    from EdgeFusionLib.errors import InputError
+
+    entry = weights.read_manifest()["models"]["MRI-CT"]
+    data = bytearray((weights.models_dir() / entry["file"]).read_bytes())
+    data[-1] ^= 1  # one bit of the last tensor
+    (tmp_path / entry["file"]).write_bytes(bytes(data))
+    shutil.copy(weights.models_dir() / "manifest.json", tmp_path / "manifest.json")
+    with pytest.raises(InputError, match="corrupt or was replaced"):
+        weights.load_model("MRI-CT", folder=tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(InputError, match="cannot read the weights manifest"):
+        weights.load_model("MRI-CT", folder=tmp_path)
+    unchecked = {key: value for key, value in entry.items() if key != "sha256"}
+    (tmp_path / "manifest.json").write_text(json.dumps({"models": {"MRI-CT": unchecked}}), encoding="utf-8")
+    with pytest.raises(InputError, match="needs a \"file\" and a \"sha256\""):
+        weights.load_model("MRI-CT", folder=tmp_path)
+
+
 def held_back_pair(task):
     """The middle slice of the first validation case of ``task``."""
     pairs = [pair for pair in task_pairs(DATA, task) if pair.case == VALIDATION_CASES[task][0]]

@@ -166,6 +166,45 @@ def test_batch_checks_every_pair_before_writing_anything(tmp_path, capsys):
     assert not out_dir.exists() or list(out_dir.iterdir()) == []
 
 
+def test_inputs_are_never_overwritten_and_folder_errors_are_one_line(tmp_path, pair, capsys):
+    mri_bytes = pair[0].read_bytes()
+    code, _, err = run(capsys, "fuse", *pair, "-o", pair[0], "--modality", "ct", "--method", "pixel-max")
+    assert code == 2 and "is the MRI input" in err and pair[0].read_bytes() == mri_bytes
+    mri_dir, other_dir = atlas_like_folders(tmp_path / "data", "CT", "L")
+    before = {p.name: p.read_bytes() for p in mri_dir.iterdir()}
+    code, _, err = run(capsys, "batch", "--task", "MRI-CT", "--mri-dir", mri_dir, "--other-dir", other_dir,
+                       "--out-dir", mri_dir, "--method", "pixel-average")
+    assert code == 2 and "is the --mri-dir input" in err
+    assert {p.name: p.read_bytes() for p in mri_dir.iterdir()} == before
+    for missing in (["--mri-dir", tmp_path / "nowhere", "--other-dir", other_dir],
+                    ["--mri-dir", mri_dir, "--other-dir", tmp_path / "data"]):  # no such folder / no shared names
+        code, _, err = run(capsys, "batch", "--task", "MRI-CT", *missing, "--out-dir", tmp_path / "o")
+        assert code == 2 and err.count("\n") == 1 and ("folder not found" in err or "no same-named" in err)
+
+
+def test_volume_to_png_is_refused_before_fusing_and_outputs_get_the_usual_mode(tmp_path, capsys, monkeypatch):
+    import os
+
+    import EdgeFusionLib.fusion as fusion
+
+    monkeypatch.setattr(fusion, "fuse_images", lambda *a, **k: pytest.fail("fusion started"))
+    volume = sitk.GetImageFromArray(np.stack([phantom_slice(16, 16, s) for s in range(3)]) * 500)
+    sitk.WriteImage(volume, str(tmp_path / "mri.nrrd"))
+    sitk.WriteImage(volume, str(tmp_path / "ct.nrrd"))
+    code, _, err = run(capsys, "fuse", tmp_path / "mri.nrrd", tmp_path / "ct.nrrd", "-o", tmp_path / "f.png",
+                       "--modality", "ct")
+    assert code == 2 and "cannot write a 3D volume as .png" in err
+    monkeypatch.undo()
+    umask = os.umask(0o022)
+    try:
+        code, _, err = run(capsys, "fuse", tmp_path / "mri.nrrd", tmp_path / "ct.nrrd", "-o", tmp_path / "f.nrrd",
+                           "--modality", "ct", "--method", "pixel-max")
+    finally:
+        os.umask(umask)
+    assert code == 0, err
+    assert (tmp_path / "f.nrrd").stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
+
+
 def test_info_json_through_the_installed_command():
     result = subprocess.run([sys.executable, "-m", "EdgeFusionLib.cli", "info", "--json"], capture_output=True,
                             text=True, check=True)

@@ -64,17 +64,19 @@ def test_single_slices_are_placed_by_their_geometry_not_pixel_to_pixel():
     ct_array = np.full((1, 32, 32), -1000.0, np.float32)
     ct_array[0, :4, :4] = 1000.0  # bone over 0..8 mm on a 2 mm grid: the MRI's pixels 0..7
     ct = volume(ct_array, spacing=(2.0, 2.0, 1.0))
+    mri.SetOrigin((0.0, 0.0, 7.0))
+    ct.SetOrigin((0.0, 0.0, 7.4))  # the same plane, within the slice thickness
     fused = fuse_images(mri, ct, "ct", method="pixel-max")
-    assert fused.GetDimension() == 2 and np.allclose(fused.GetSpacing(), (1.0, 1.0))
-    values = sitk.GetArrayFromImage(fused)
+    assert fused.GetSize() == (32, 32, 1) and fused.GetOrigin() == (0.0, 0.0, 7.0)  # the MRI's geometry, 3D
+    values = sitk.GetArrayFromImage(fused)[0]
     assert values[6, 1] == pytest.approx(1.0) and values[1, 6] == pytest.approx(1.0)  # bone, placed in mm
     assert values[12, 1] == 0.0 and values[1, 12] == 0.0  # air beyond 8 mm (pixel to pixel it was bone up to 3)
-    # a single MRI slice (z = 0 mm) in a CT volume (z = -2..2 mm): the CT's slice k = 2 is the one fused
+    # a single MRI slice (z = 7 mm) in a CT volume (z = 5..9 mm): the CT's slice k = 2 is the one fused
     ct_volume = np.full((5, 32, 32), -1000.0, np.float32)
     for k in range(5):
         ct_volume[k, 5 * k:5 * k + 3] = 1000.0  # bone rows that tell the slices apart
-    fused = sitk.GetArrayFromImage(fuse_images(mri, volume(ct_volume, origin=(0.0, 0.0, -2.0)), "ct", method="pixel-max"))
-    assert fused.shape == (32, 32) and fused[11, 20] == pytest.approx(1.0)
+    fused = sitk.GetArrayFromImage(fuse_images(mri, volume(ct_volume, origin=(0.0, 0.0, 5.0)), "ct", method="pixel-max"))[0]
+    assert fused[11, 20] == pytest.approx(1.0)
     assert fused[1, 20] == 0.0 and fused[21, 5] == 0.0
 
 
@@ -191,6 +193,21 @@ def test_dicom_series_folder_is_read_as_one_volume(tmp_path):
     assert image.GetSpacing()[2] == pytest.approx(2.0)
     assert np.array_equal(sitk.GetArrayFromImage(image), array)
     assert image.GetMetaData("0008|0060").strip() == "CT"
+
+
+def test_truncated_gzip_and_one_colour_images_are_refused(tmp_path):
+    image = sitk.GetImageFromArray(np.random.default_rng(0).random((8, 64, 64)).astype(np.float32))
+    sitk.WriteImage(image, str(tmp_path / "whole.nii.gz"), useCompression=True)
+    data = (tmp_path / "whole.nii.gz").read_bytes()
+    (tmp_path / "cut.nii.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        read_image(tmp_path / "cut.nii.gz", "MRI")
+    assert np.array_equal(sitk.GetArrayFromImage(read_image(tmp_path / "whole.nii.gz")), sitk.GetArrayFromImage(image))
+    red = np.zeros((16, 16, 3), np.uint8)
+    red[..., 0] = 200
+    mri = sitk.GetImageFromArray((phantom_slice(16, 16) * 255).astype(np.uint8))
+    with pytest.raises(InputError, match=r"SPECT is constant \(all values \(200, 0, 0\)\)"):
+        fuse_images(mri, sitk.GetImageFromArray(red, isVector=True), "spect", method="pixel-max")
 
 
 def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
