@@ -269,6 +269,10 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.colourTableLabel.enabled = greyColourVolume
 
     def _updateApplyButton(self) -> None:
+        if self._run is not None and self._run.cancel_requested:
+            self.ui.applyButton.text = _("Cancelling...")
+            self.ui.applyButton.enabled = False
+            return
         if self._run is not None:
             self.ui.applyButton.text = _("Cancel")
             self.ui.applyButton.toolTip = _("Stop the fusion; the scene stays as it was.")
@@ -378,14 +382,15 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _startRun(self, job) -> None:
         """Start the fusion in a PythonSlicer process; the poll timer follows it."""
-        self._run = BackgroundFusion(
+        run = BackgroundFusion(
             job,
             python_executable=shutil.which("PythonSlicer") or sys.executable,
             launch=slicer.util.launchConsoleProcess,  # Slicer's environment, no console window on Windows
             work_folder=slicer.app.temporaryPath,
             log=logging.info,
         )
-        self._run.start()
+        run.start()  # raises (leaving nothing behind) if the worker cannot be started
+        self._run = run
         self._runStartTime = time.monotonic()
         self._setInputsEnabled(False)
         self.ui.progressBar.setRange(0, 0)  # busy until the worker reports the number of slices
@@ -439,8 +444,7 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if run is None:
             return
         run.cancel()
-        self.ui.applyButton.enabled = False
-        self.ui.applyButton.text = _("Cancelling...")
+        self._updateApplyButton()
         if waitForWorker:  # closing or reloading: do not leave the worker behind
             self._pollTimer.stop()
             self._run = None

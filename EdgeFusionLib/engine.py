@@ -222,8 +222,14 @@ class FusionEngine:
             raise InputError(f"the images have different sizes: MRI {mri.shape}, other {other.shape}")
         if colour_table is not None and other.shape != mri.shape:
             raise InputError("a colour table applies to a scalar image, but the other image is already RGB")
-        if mri.ndim == 3 and axis not in (0, 1, 2):
+        if mri.ndim != 3:
+            return
+        if axis not in (0, 1, 2):
             raise InputError(f"slice axis must be 0, 1 or 2, got {axis}")
+        slice_shape = mri.shape[:axis] + mri.shape[axis + 1:]
+        if min(slice_shape) < 2 < max(mri.shape):  # e.g. sagittal lines through one axial slice
+            raise InputError(f"the slices along axis {axis} are {slice_shape[0]} x {slice_shape[1]} pixels, lines rather "
+                             "than images; slice across the volume's thinnest axis instead")
 
 
 def pad_to_even(images):

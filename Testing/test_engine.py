@@ -148,6 +148,9 @@ def test_scalar_other_with_colour_table_becomes_rgb():
 def test_mismatched_shapes_are_refused_before_work():
     with pytest.raises(InputError, match="different sizes"):
         FusionEngine("pixel-max").fuse(np.zeros((4, 4)), np.zeros((4, 5)))
+    single_slice = np.zeros((1, 6, 6), np.float32)
+    with pytest.raises(InputError, match="1 x 6 pixels, lines"):
+        FusionEngine("pixel-max").fuse(single_slice, single_slice, axis=1)
 
 
 def test_devices():

@@ -6,6 +6,10 @@ The worker is started with this interpreter, as the panel starts it with
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import time
+
 import numpy as np
 import pytest
 
@@ -13,7 +17,7 @@ slicer = pytest.importorskip("slicer", reason="Slicer's MRML libraries (pip inst
 
 from edgefusion_slicer_support import app, logic  # noqa: E402,F401  (pytest fixtures)
 
-from EdgeFusionMRML import sampledata  # noqa: E402
+from EdgeFusionMRML import background, sampledata  # noqa: E402
 from EdgeFusionMRML.background import BackgroundFusion  # noqa: E402
 
 WORKER_TIMEOUT = 180  # seconds; starting Python and importing torch dominates
@@ -84,3 +88,39 @@ def test_errors_in_the_worker_reach_the_user_as_one_line(app, phantom, tmp_path)
     assert status.state == "failed"
     assert "unknown fusion method 'no-such-rule'" in status.message
     assert "\n" not in status.message
+
+
+def test_cancelling_again_does_not_postpone_killing_a_stuck_worker(phantom, tmp_path, monkeypatch):
+    logic, mri, spect = phantom
+    grace = 4.0
+    monkeypatch.setattr(background, "CANCEL_GRACE_SECONDS", grace)
+
+    def launch_stuck_worker(command):  # never looks at the cancel file
+        return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+
+    run = BackgroundFusion(logic.prepare(mri, spect, "spect", method="pixel-average"), work_folder=tmp_path, launch=launch_stuck_worker)
+    run.start()
+    try:
+        run.cancel()
+        assert run.cancel_requested
+        time.sleep(0.75 * grace)
+        run.cancel()  # e.g. the Cancel button pressed again
+        time.sleep(0.35 * grace)
+        # Past the first request's deadline, well before a deadline counted from the second one.
+        status = run.wait(timeout=0.4 * grace)
+    finally:
+        run.close()
+    assert status.state == "cancelled"
+
+
+def test_a_worker_that_cannot_start_leaves_no_job_folder(phantom, tmp_path):
+    logic, mri, spect = phantom
+
+    def launch_without_interpreter(command):
+        raise FileNotFoundError("PythonSlicer")
+
+    run = BackgroundFusion(logic.prepare(mri, spect, "spect", method="pixel-average"), work_folder=tmp_path,
+                           launch=launch_without_interpreter)
+    with pytest.raises(FileNotFoundError):
+        run.start()
+    assert list(tmp_path.iterdir()) == []

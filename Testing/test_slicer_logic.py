@@ -309,6 +309,38 @@ def test_failure_while_adding_the_result_removes_it_again(app, logic, monkeypatc
     assert app.node_ids() == ids_before
 
 
+def _display_state(node):
+    display = node.GetDisplayNode()
+    return display and (display.GetWindow(), display.GetLevel(), display.GetAutoWindowLevel())
+
+
+@pytest.mark.parametrize("displayed", [True, False], ids=["with display node", "without display node"])
+def test_failure_while_writing_an_existing_output_leaves_it_as_it_was(app, logic, monkeypatch, displayed):
+    mri, ct = load(app, "EdgeFusionPhantom-MRI"), load(app, "EdgeFusionPhantom-CT")
+    output = app.add_volume(np.arange(60, dtype=np.float32).reshape(3, 4, 5), np.diag([2.0, 3.0, 4.0, 1.0]), "previous result", display=displayed)
+    output.SetAttribute("EdgeFusion.Method", "previous method")
+    output.SetAttribute("Note", "kept")
+    moved = app.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "output placement")
+    output.SetAndObserveTransformNodeID(moved.GetID())
+    if displayed:
+        output.GetDisplayNode().AutoWindowLevelOff()
+        output.GetDisplayNode().SetWindowLevel(20.0, 30.0)
+    state, attributes, display = volume_state(output), {name: output.GetAttribute(name) for name in output.GetAttributeNames()}, _display_state(output)
+    ids_before = app.node_ids()
+
+    def broken_hierarchy(*args):
+        raise RuntimeError("subject hierarchy unavailable")
+
+    monkeypatch.setattr(VolumeFusionLogic, "_place_beside", broken_hierarchy)
+    with pytest.raises(RuntimeError, match="subject hierarchy"):
+        logic.fuse(mri, ct, "ct", method="pixel-average", output_node=output)
+
+    assert app.node_ids() == ids_before
+    assert_volume_unchanged(output, state)
+    assert {name: output.GetAttribute(name) for name in output.GetAttributeNames()} == attributes
+    assert _display_state(output) == display
+
+
 # ---------------------------------------------------------------- bad inputs
 
 
@@ -335,6 +367,14 @@ def _bad_inputs(app, case):
     if case == "empty volume":
         empty = app.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty CT")
         return mri, empty, "ct", None
+    if case == "image without voxel values":
+        import vtk
+
+        no_scalars = app.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "CT without scalars")
+        image = vtk.vtkImageData()
+        image.SetDimensions(4, 4, 4)  # voxels, but no values allocated
+        no_scalars.SetAndObserveImageData(image)
+        return mri, no_scalars, "ct", None
     if case == "unknown modality":
         return mri, ct, "ultrasound", None
     if case == "output is an input":
@@ -352,6 +392,7 @@ BAD_INPUTS = {
     "vector MRI": "3 values per voxel",
     "non-overlapping": "do not overlap",
     "empty volume": "empty",
+    "image without voxel values": "The CT 'CT without scalars' is empty",
     "unknown modality": "modality",
     "output is an input": "must not be one of the inputs",
     "grey output for SPECT": "RGB volume",
@@ -377,6 +418,69 @@ def test_bad_inputs_give_a_clear_message_and_create_no_node(app, logic, case):
 def test_valid_inputs_give_no_message(app, logic):
     mri, ct = load(app, "EdgeFusionPhantom-MRI"), load(app, "EdgeFusionPhantom-CT")
     assert logic.validate_inputs(mri, ct, "CT") is None
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("NaN in the MRI", "The MRI 'MRI with NaN' contains NaN or infinite values."),
+        ("constant CT", "The CT 'flat CT' is constant"),
+    ],
+    ids=["NaN in the MRI", "constant CT"],
+)
+def test_unusable_voxel_values_are_refused_before_the_fusion_naming_the_volume(app, logic, case, expected):
+    from EdgeFusionLib.errors import InputError
+
+    mri, ct = load(app, "EdgeFusionPhantom-MRI"), load(app, "EdgeFusionPhantom-CT")
+    if case == "NaN in the MRI":
+        voxels = slicer.util.arrayFromVolume(mri).astype(np.float32)
+        voxels[5, 5, 5] = np.nan
+        mri = app.add_volume(voxels, volumes.ijk_to_ras(mri), "MRI with NaN")
+    else:
+        ct = app.add_volume(np.full(slicer.util.arrayFromVolume(ct).shape, 40.0, np.float32), volumes.ijk_to_ras(ct), "flat CT")
+    ids_before = app.node_ids()
+
+    assert logic.validate_inputs(mri, ct, "ct") is None  # it reads no voxel: prepare finds these
+    with pytest.raises(InputError) as raised:
+        logic.prepare(mri, ct, "ct", method="pixel-average")
+    assert str(raised.value).startswith(expected)
+    assert app.node_ids() == ids_before
+
+
+def set_dicom_modality(app, node, code):
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(app.scene)
+    item = hierarchy.GetItemByDataNode(node) or hierarchy.CreateItem(hierarchy.GetSceneItemID(), node)
+    hierarchy.SetItemAttribute(item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName(), code)
+
+
+@pytest.mark.parametrize(
+    "mri_code, other_code, modality, expected",
+    [
+        ("CT", "", "ct", "The MRI 'EdgeFusionPhantom-MRI' is a CT series (DICOM Modality CT); select an MR series"),
+        ("PT", "CT", "ct", "The MRI 'EdgeFusionPhantom-MRI' is a PET series"),
+        ("MR", "MR", "ct", "The CT 'EdgeFusionPhantom-CT' is an MR series (DICOM Modality MR)"),
+        ("MR", "NM", "ct", "'EdgeFusionPhantom-CT' is a SPECT series (DICOM Modality NM), not CT; choose SPECT"),
+        ("", "CT", "pet", "'EdgeFusionPhantom-CT' is a CT series (DICOM Modality CT), not PET; choose CT"),
+        # Accepted: tags that agree, tags that say nothing about the slot, and names (only hints).
+        ("MR", "CT", "ct", None),
+        ("OT", "", "ct", None),
+        ("", "", "spect", None),  # 'EdgeFusionPhantom-CT' as SPECT: its name is no reason to refuse
+    ],
+)
+def test_dicom_modality_contradicting_the_inputs_is_refused(app, logic, mri_code, other_code, modality, expected):
+    from EdgeFusionLib.errors import InputError
+
+    mri, other = load(app, "EdgeFusionPhantom-MRI"), load(app, "EdgeFusionPhantom-CT")
+    set_dicom_modality(app, mri, mri_code)
+    set_dicom_modality(app, other, other_code)
+
+    message = logic.validate_inputs(mri, other, modality)
+    if expected is None:
+        assert message is None
+        return
+    assert message is not None and message.startswith(expected), message
+    with pytest.raises(InputError, match="DICOM Modality"):
+        logic.prepare(mri, other, modality)
 
 
 # ---------------------------------------------------------------- guesses and planes

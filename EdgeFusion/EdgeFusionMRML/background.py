@@ -92,11 +92,22 @@ class BackgroundFusion:
     # ---------------------------------------------------------------- control
 
     def start(self) -> None:
-        """Write the job's inputs to a temporary folder and start the worker process."""
+        """Write the job's inputs to a temporary folder and start the worker process.
+
+        If that fails (disk full, no interpreter), nothing is left behind and the error is raised.
+        """
+        self.job_folder = Path(tempfile.mkdtemp(prefix="EdgeFusion-", dir=self.work_folder))
+        try:
+            self._write_job_and_launch()
+        except BaseException:
+            self.close()
+            raise
+        self.status.state = "running"
+
+    def _write_job_and_launch(self) -> None:
         import numpy as np
         import SimpleITK as sitk
 
-        self.job_folder = Path(tempfile.mkdtemp(prefix="EdgeFusion-", dir=self.work_folder))
         job = self.job
         sitk.WriteImage(job.mri_image, str(self.job_folder / "mri.nrrd"), useCompression=False)
         sitk.WriteImage(job.other_image, str(self.job_folder / "other.nrrd"), useCompression=False)
@@ -115,11 +126,15 @@ class BackgroundFusion:
         self._process = self.launch([self.python_executable, str(WORKER_SCRIPT), str(self.job_folder)])
         self._reader = threading.Thread(target=self._read_output, name="EdgeFusion worker output", daemon=True)
         self._reader.start()
-        self.status.state = "running"
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel_requested_at is not None
 
     def cancel(self) -> None:
         """Ask the worker to stop at its next batch of slices (it is killed if it does not)."""
-        if self.job_folder is not None and not self.status.is_over:
+        # Only the first request counts: asking again must not postpone the kill of a stuck worker.
+        if self.job_folder is not None and not self.status.is_over and not self.cancel_requested:
             (self.job_folder / "cancel").touch()
             self._cancel_requested_at = time.monotonic()
 

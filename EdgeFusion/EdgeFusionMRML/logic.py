@@ -75,6 +75,12 @@ def normalise_modality(modality: str | None) -> str | None:
     return modality if modality in MODALITIES else None
 
 
+def as_sentence(text: str) -> str:
+    """'the MRI is empty' -> 'The MRI is empty.' (EdgeFusionLib's messages are clauses; the GUI shows sentences)."""
+    text = text.strip()
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
 class VolumeFusionLogic:
     """Fuses an MRI volume node with a CT, SPECT or PET volume node.
 
@@ -116,6 +122,9 @@ class VolumeFusionLogic:
             problem = self._volume_problem(node, role)
             if problem:
                 return problem
+        problem = self._dicom_modality_problem(mri_node, other_node, modality)
+        if problem:
+            return problem
         mri_components = volumes.number_of_components(mri_node)
         if mri_components != 1:
             return f"The MRI '{mri_node.GetName()}' has {mri_components} values per voxel; select a greyscale (single-component) MRI."
@@ -143,8 +152,27 @@ class VolumeFusionLogic:
         if not node.IsA("vtkMRMLScalarVolumeNode") or (not_an_image and not node.IsA("vtkMRMLVectorVolumeNode")):
             return f"The {role} '{node.GetName()}' is a {node.GetClassName()}; select a scalar or RGB image volume."
         image = node.GetImageData()
-        if image is None or image.GetNumberOfPoints() == 0 or min(image.GetDimensions()) < 1:
-            return f"The {role} '{node.GetName()}' is empty (it has no voxels)."
+        if image is None or image.GetNumberOfPoints() == 0 or min(image.GetDimensions()) < 1 or image.GetPointData().GetScalars() is None:
+            return f"The {role} '{node.GetName()}' is empty (it has no voxel values)."
+        return None
+
+    def _dicom_modality_problem(self, mri_node, other_node, modality: str) -> str | None:
+        """Whether the DICOM Modality tags contradict the slots or the chosen modality (names are only hints)."""
+        environment.ensure_library_importable()
+        from EdgeFusionLib.modality import modality_of_dicom_code
+
+        mri_code = self.dicom_modality_code(mri_node)
+        mri_tagged = modality_of_dicom_code(mri_code)
+        if mri_tagged:
+            return f"The MRI '{mri_node.GetName()}' is a {MODALITY_LABELS[mri_tagged]} series (DICOM Modality {mri_code}); select an MR series as the MRI."
+        label = MODALITY_LABELS[modality]
+        other_code = self.dicom_modality_code(other_node)
+        if other_code == "MR":
+            return f"The {label} '{other_node.GetName()}' is an MR series (DICOM Modality MR); select a CT, SPECT or PET volume to fuse with the MRI."
+        other_tagged = modality_of_dicom_code(other_code)
+        if other_tagged and other_tagged != modality:
+            tagged_label = MODALITY_LABELS[other_tagged]
+            return f"'{other_node.GetName()}' is a {tagged_label} series (DICOM Modality {other_code}), not {label}; choose {tagged_label} as its modality."
         return None
 
     @staticmethod
@@ -165,23 +193,28 @@ class VolumeFusionLogic:
             return "CT fusion gives a greyscale volume; choose 'Create new volume' or an existing scalar volume as output."
         return None
 
+    def dicom_modality_code(self, node) -> str:
+        """The DICOM Modality of the node's series ('MR', 'CT', 'NM', 'PT', ...); '' when it has none."""
+        import slicer
+
+        # Read-only: use the subject hierarchy only if the scene already has one.
+        hierarchy = self.scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
+        item = hierarchy.GetItemByDataNode(node) if hierarchy is not None else 0
+        if not item:
+            return ""
+        code = hierarchy.GetItemAttribute(item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName())
+        return (code or "").strip().upper()
+
     def guess_modality(self, node) -> str | None:
         """'ct', 'spect' or 'pet' from the DICOM Modality of the node's series, else from its name; None if unknown."""
         if node is None:
             return None
-        import slicer
-
         environment.ensure_library_importable()
         from EdgeFusionLib.modality import modalities_named, modality_of_dicom_code
 
-        # Read-only: use the subject hierarchy only if the scene already has one.
-        hierarchy = self.scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
-        if hierarchy is not None:
-            item = hierarchy.GetItemByDataNode(node)
-            code = hierarchy.GetItemAttribute(item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName()) if item else ""
-            tagged = modality_of_dicom_code(code)
-            if tagged:
-                return tagged
+        tagged = modality_of_dicom_code(self.dicom_modality_code(node))
+        if tagged:
+            return tagged
         named = modalities_named(node.GetName() or "")
         return named[0] if named else None
 
@@ -237,6 +270,7 @@ class VolumeFusionLogic:
         """
         environment.ensure_library_importable()
         from EdgeFusionLib.errors import InputError
+        from EdgeFusionLib.io import check_image
 
         problem = self.validate_inputs(mri_node, other_node, modality, output_node)
         if problem:
@@ -256,14 +290,24 @@ class VolumeFusionLogic:
             if not colour_range[1] > colour_range[0]:
                 raise InputError(f"The {MODALITY_LABELS[modality]} volume '{other_node.GetName()}' has a single intensity; there is nothing to show in colour.")
 
+        mri_image = volumes.sitk_image_from_volume(mri_node)
+        other_image = volumes.sitk_image_in_frame_of(other_node, mri_node)
+        # Voxel values (NaN, constant) are checked here, not in validate_inputs (which reads no voxel),
+        # so that the message names the node and comes before a worker is started.
+        for image, role in ((mri_image, f"MRI '{mri_node.GetName()}'"), (other_image, f"{MODALITY_LABELS[modality]} '{other_node.GetName()}'")):
+            try:
+                check_image(image, role)
+            except InputError as error:
+                raise InputError(as_sentence(str(error))) from None
+
         return FusionJob(
             mri_node_id=mri_node.GetID(),
             other_node_id=other_node.GetID(),
             output_node_id=output_node.GetID() if output_node is not None else None,
             output_name=f"{mri_node.GetName()} + {other_node.GetName()} fused",
             modality=modality,
-            mri_image=volumes.sitk_image_from_volume(mri_node),
-            other_image=volumes.sitk_image_in_frame_of(other_node, mri_node),
+            mri_image=mri_image,
+            other_image=other_image,
             method=method or None,
             axis=axis,
             device=device,
@@ -304,9 +348,10 @@ class VolumeFusionLogic:
         The node gets the MRI's geometry and parent transform, and joins the MRI's study
         in the subject hierarchy. ``details`` (e.g. device, time) are stored as node
         attributes next to the method and inputs. If anything fails, a node created here
-        is removed again.
+        is removed again and an existing output node is put back as it was.
         """
         import SimpleITK as sitk
+        import vtk
 
         import slicer
         from EdgeFusionLib.errors import InputError
@@ -317,26 +362,27 @@ class VolumeFusionLogic:
             raise InputError("The MRI volume was removed from the scene during the fusion; nothing was created.")
         is_rgb = fused_image.GetNumberOfComponentsPerPixel() == 3
         fused = sitk.GetArrayFromImage(fused_image)
-        # [k, j, i] like the MRI; a single-slice MRI comes back as a 2D image, hence the reshape.
+        # [k, j, i] like the MRI.
         expected_shape = tuple(reversed(mri_node.GetImageData().GetDimensions())) + ((3,) if is_rgb else ())
-        if fused.size != np.prod(expected_shape):
+        if fused.shape != expected_shape:
             raise RuntimeError(f"the fused image has shape {fused.shape}, the MRI {expected_shape}: the MRI changed during the fusion")
-        fused = fused.reshape(expected_shape)
 
         if job.output_node_id is not None:
             output_node = scene.GetNodeByID(job.output_node_id)
             if output_node is None:
                 raise InputError("The output volume was removed from the scene during the fusion; nothing was written.")
-            created = False
+            restore_output = self._restorer(output_node)
         else:
             output_node = slicer.vtkMRMLVectorVolumeNode() if is_rgb else slicer.vtkMRMLScalarVolumeNode()
-            created = True
+            restore_output = None
 
         try:
             output_node.SetIJKToRASMatrix(volumes.array_to_matrix(volumes.ijk_to_ras(mri_node)))
+            # A new image object: an existing output's old one stays untouched, for restore_output.
+            output_node.SetAndObserveImageData(vtk.vtkImageData())
             slicer.util.updateVolumeFromArray(output_node, fused)
             self._record_provenance(output_node, job, mri_node, details or {})
-            if created:
+            if restore_output is None:
                 output_node.SetName(scene.GenerateUniqueName(job.output_name))
                 scene.AddNode(output_node)
             output_node.SetAndObserveTransformNodeID(mri_node.GetTransformNodeID())
@@ -348,10 +394,47 @@ class VolumeFusionLogic:
                 display_node.SetWindowLevelMinMax(0.0, 1.0)
             self._place_beside(output_node, mri_node)
         except BaseException:
-            if created and output_node.GetScene() is not None:
+            if restore_output is not None:
+                restore_output()
+            elif output_node.GetScene() is not None:
                 self._remove_with_display_nodes(output_node)
             raise
         return output_node
+
+    def _restorer(self, output_node) -> Callable[[], None]:
+        """A function that undoes what :meth:`finish` changes on an existing output node (keep the two in step)."""
+        image = output_node.GetImageData()
+        ijk_to_ras = volumes.array_to_matrix(volumes.ijk_to_ras(output_node))
+        attributes = {name: output_node.GetAttribute(name) for name in output_node.GetAttributeNames()}
+        transform_id = output_node.GetTransformNodeID()
+        display_ids = {output_node.GetNthDisplayNodeID(index) for index in range(output_node.GetNumberOfDisplayNodes())}
+        display_node = output_node.GetDisplayNode()
+        window_level = None
+        if display_node is not None and display_node.IsA("vtkMRMLScalarVolumeDisplayNode"):
+            window_level = (display_node.GetWindow(), display_node.GetLevel(), display_node.GetAutoWindowLevel())
+        hierarchy = self.scene.GetFirstNodeByClass("vtkMRMLSubjectHierarchyNode")
+        item = hierarchy.GetItemByDataNode(output_node) if hierarchy is not None else 0
+        parent_item = hierarchy.GetItemParent(item) if item else 0
+
+        def restore() -> None:
+            output_node.SetAndObserveImageData(image)
+            output_node.SetIJKToRASMatrix(ijk_to_ras)
+            for name in output_node.GetAttributeNames():
+                if name not in attributes:
+                    output_node.RemoveAttribute(name)
+            for name, value in attributes.items():
+                output_node.SetAttribute(name, value)
+            output_node.SetAndObserveTransformNodeID(transform_id)
+            for index in reversed(range(output_node.GetNumberOfDisplayNodes())):
+                if output_node.GetNthDisplayNodeID(index) not in display_ids:
+                    self.scene.RemoveNode(output_node.GetNthDisplayNode(index))
+            if window_level is not None:
+                display_node.SetWindowLevel(*window_level[:2])
+                display_node.SetAutoWindowLevel(window_level[2])
+            if item:
+                hierarchy.SetItemParent(item, parent_item)
+
+        return restore
 
     def fuse(self, mri_node, other_node, modality: str, *, progress: ProgressCallback | None = None,
              cancel: CancelCallback | None = None, model=None, **options):
