@@ -79,7 +79,7 @@ class FoldedEncoder(nn.Module):
             from_one = torch.cat([dense1[1], b.view(-1, 1, 1) * sobel_x, b.view(-1, 1, 1) * sobel_y])
             self.f0_weight = nn.Parameter(torch.stack([from_image, from_one], dim=1).contiguous(memory_format=torch.channels_last),
                                           requires_grad=False)
-            self.f0_bias = nn.Parameter(torch.cat([drgo.dense1.bias, torch.zeros(2 * channels)]), requires_grad=False)
+            self.f0_bias = nn.Parameter(torch.cat([drgo.dense1.bias, w.new_zeros(2 * channels)]), requires_grad=False)
 
             # dense2 on [F0, G1] -> on [I, ONE, G1].
             w2 = drgo.dense2.weight  # (128, 128, 3, 3): first 64 inputs F0, last 64 G1
@@ -95,12 +95,12 @@ class FoldedEncoder(nn.Module):
             gradient_out = drgo.gradient_out.weight.flatten(1)
             self.out_weight = nn.Parameter(
                 torch.cat([drgo.dense_out.weight.flatten(1), gradient_out, gradient_out,
-                           torch.ones(channels, 1), w.view(-1, 1), b.view(-1, 1)], dim=1).t().contiguous(),
+                           w.new_ones(channels, 1), w.view(-1, 1), b.view(-1, 1)], dim=1).t().contiguous(),
                 requires_grad=False,
             )  # (2 * 64 + 2 * 64 + 3, 64), for a matmul on channels-last memory
             self.out_bias = nn.Parameter(drgo.dense_out.bias + drgo.gradient_out.bias, requires_grad=False)
             # M(X): the 2x2 mean of X_k = I + w_k P + b_k Q is the same 1x1 map [1, w_k, b_k] of pooled [I, P, Q].
-            self.residual_weight = nn.Parameter(torch.stack([torch.ones(channels), w, b], dim=1).view(channels, 3, 1, 1).clone(),
+            self.residual_weight = nn.Parameter(torch.stack([w.new_ones(channels), w, b], dim=1).view(channels, 3, 1, 1).clone(),
                                                 requires_grad=False)
             self.negative_slope = drgo.activation.negative_slope
             self.channels = channels

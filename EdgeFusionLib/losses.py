@@ -142,13 +142,19 @@ def load_vgg16_bn_features(path: Path | str) -> VGG16BNFeatures:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"VGG16-BN weights file not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
+            state = load_file(str(path))
+        else:  # weights_only: tensors and plain containers, no code from the file is run
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # pickle, zip and safetensors each raise their own kinds
+        reason = (str(error).splitlines() or [type(error).__name__])[0]
+        raise InputError(f"cannot load VGG16-BN weights from {path}: {reason}") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise InputError(f"{path} holds a {type(state).__name__}, not a VGG16-BN state dict")
     network = VGG16BNFeatures()
     wanted = network.state_dict()
     found = {}

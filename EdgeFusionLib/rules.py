@@ -121,13 +121,16 @@ def sfnn_weights(f1: torch.Tensor, f2: torch.Tensor, reduction: str = "max2") ->
     """
     # Contiguous maps: a channels-last softmax would be copied by every matrix product below.
     a1, a2 = (_sfnn_activity(torch.softmax(f, dim=1).contiguous(), reduction) for f in (f1, f2))
-    w1 = (a1 / (a1 + a2).clamp_min(_EPS)).to(f1.dtype)
+    w1 = (a1 / (a1 + a2).clamp_min(_EPS)).to(f1.dtype).to(f1.device)  # float32 first: MPS has no float64
     return w1, 1 - w1
 
 
 def _sfnn_activity(softmax: torch.Tensor, reduction: str) -> torch.Tensor:
     """a_i per slice (B,). The max reductions only need the largest norm: pruned on CPU,
-    where each exact norm is costly; one batched call on GPUs, where it is not."""
+    where each exact norm is costly; one batched call on GPUs, where it is not. MPS has no
+    float64, so its maps are decomposed on the CPU (the activity is returned there)."""
+    if softmax.device.type == "mps":
+        softmax = softmax.cpu()
     if reduction in ("max", "max2") and softmax.device.type == "cpu":
         largest = max_nuclear_norm(softmax)
         return largest if reduction == "max" else largest.square()

@@ -9,7 +9,9 @@
 * Each epoch draws ``steps_per_epoch`` batches of random crops from a generator
   seeded by (seed, epoch), and re-seeds torch's global generator (dropout) the
   same way, so an epoch's result depends only on the weights and optimiser state
-  it starts from: a resumed run is bit-identical to an uninterrupted one.
+  it starts from: a resumed run is bit-identical to an uninterrupted one on the
+  same device (on CUDA with deterministic algorithms, see ``deterministic_cuda``).
+  A resume must see the same split (same data) as the run it continues.
 * After each epoch the shared BatchNorm's running statistics are recalibrated on
   ``CALIBRATION_IMAGES`` full-size training images (``recalibrate_batchnorm``), so
   that validation scores the model exactly as it will be used.
@@ -159,16 +161,29 @@ def even_crop(image: np.ndarray) -> np.ndarray:
     return image[: image.shape[0] // 2 * 2, : image.shape[1] // 2 * 2]
 
 
-def write_split(path: Path, train_pairs: list[Pair], val_pairs: list[Pair], evaluated: list[Pair]) -> dict:
-    split = {
+def split_record(train_pairs: list[Pair], val_pairs: list[Pair], evaluated: list[Pair]) -> dict:
+    """The cases and images of each part, as written to ``split.json``."""
+    return {
         "train_cases": sorted({p.case for p in train_pairs}),
         "val_cases": sorted({p.case for p in val_pairs}),
         "train_names": [p.name for p in train_pairs],
         "val_names": [p.name for p in val_pairs],
         "val_evaluated_names": [p.name for p in evaluated],
     }
-    _write_json(path, split)
-    return split
+
+
+def deterministic_cuda() -> None:
+    """Same seed, same GPU, same weights: cuDNN and cuBLAS in their deterministic modes.
+
+    Convolution backward passes on CUDA are otherwise nondeterministic. Ops without a
+    deterministic CUDA kernel warn instead of failing (``warn_only``).
+    """
+    import torch
+
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read by cuBLAS at its first call
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -341,6 +356,10 @@ def _write_json(path: Path, values) -> None:
     os.replace(partial, path)
 
 
+def _read_json(path: Path):
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def read_log(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / "log.jsonl"
     if not path.is_file():
@@ -391,10 +410,13 @@ def train(config: TrainConfig, data_dir: Path | str, out_dir: Path | str, progre
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(config.device)
 
+    if device.type == "cuda":
+        deterministic_cuda()
+
     pairs = task_pairs(data_dir, config.task)
     train_pairs, val_pairs = split_pairs(pairs, config.task, config.seed)
     evaluated = validation_subset(val_pairs, config.val_images)
-    split = write_split(out_dir / "split.json", train_pairs, val_pairs, evaluated)
+    split = split_record(train_pairs, val_pairs, evaluated)
     train_images = pooled_images(train_pairs)
     calibration_images = evenly_spaced(train_images, CALIBRATION_IMAGES)
     val_images = pooled_images(evaluated)
@@ -411,8 +433,14 @@ def train(config: TrainConfig, data_dir: Path | str, out_dir: Path | str, progre
         saved_config, state = load_checkpoint(checkpoint, model, optimizer)
         if not saved_config.same_run_as(config):
             raise InputError(f"{checkpoint} belongs to a run with other settings; use a new --out folder or --no-resume")
+        # Checkpoints written before the split was kept in them: the run's split.json.
+        saved_split = state.get("split") or _read_json(out_dir / "split.json")
+        if saved_split is not None and saved_split != split:
+            raise InputError(f"{checkpoint} was trained on other images (cases {', '.join(saved_split['train_cases'])}); "
+                             "resume with the same --data, or use a new --out folder or --no-resume")
         log(f"resuming {config.task} after epoch {state['epoch']} (best val PSNR {state['best_psnr']:.2f} dB at epoch {state['best_epoch']})")
     rows = [row for row in read_log(out_dir) if row["epoch"] <= state["epoch"]]
+    _write_json(out_dir / "split.json", split)
     config.save(out_dir / "config.json")
     log(
         f"{config.task}: {len(train_images)} training images (cases {', '.join(split['train_cases'])}), "
@@ -448,13 +476,16 @@ def train(config: TrainConfig, data_dir: Path | str, out_dir: Path | str, progre
             "train_seconds": state["train_seconds"] + seconds,
             # Where the epochs ran, kept in the checkpoint: a later no-op resume must not relabel it.
             "hardware": hardware_description(device),
+            "split": split,
         }
+        row = {"epoch": epoch, **{k: v / len(batches) for k, v in sums.items()}, **scores, "seconds": seconds, "best": improved}
+        rows.append(row)
+        # Log and best weights before the checkpoint: if the run stops in between, the resume
+        # redoes this epoch and overwrites both, instead of continuing without its log row.
+        write_log(out_dir, rows)
         if improved:
             save_weights(model, out_dir / BEST_NAME, metadata={"task": config.task, "epoch": str(epoch)})
         save_checkpoint(checkpoint, model, optimizer, config, state)
-        row = {"epoch": epoch, **{k: v / len(batches) for k, v in sums.items()}, **scores, "seconds": seconds, "best": improved}
-        rows.append(row)
-        write_log(out_dir, rows)
         log(
             f"epoch {epoch}/{config.epochs}: loss {row['loss']:.5f} (mse {row['mse']:.5f}, grad {row['grad']:.5f}, "
             f"perc {row['perc']:.5f}), val PSNR {scores['val_psnr']:.2f} dB, SSIM {scores['val_ssim']:.4f}, "

@@ -91,3 +91,10 @@ def test_folding_does_not_touch_the_model():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     FoldedEncoder(model)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_folding_stays_on_the_model_device():
+    # The "meta" device stands in for a GPU, which CI lacks: a tensor made on the CPU while
+    # folding a model that lives elsewhere fails here exactly as it would on CUDA.
+    folded = FoldedEncoder(EHDRAN().eval().to("meta"))
+    assert {tensor.device.type for tensor in [*folded.parameters(), *folded.buffers()]} == {"meta"}

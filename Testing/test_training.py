@@ -151,6 +151,12 @@ def test_vgg_weights_load_from_torch_and_safetensors(random_vgg_file, tmp_path):
     save_file({"0.weight": torch.zeros(64, 3, 3, 3)}, str(broken))
     with pytest.raises(InputError, match="not a VGG16-BN"):
         losses.load_vgg16_bn_features(broken)
+    (tmp_path / "garbage.pth").write_bytes(b"not a torch file")
+    with pytest.raises(InputError, match="cannot load VGG16-BN weights"):
+        losses.load_vgg16_bn_features(tmp_path / "garbage.pth")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pth")
+    with pytest.raises(InputError, match="holds a Tensor, not a VGG16-BN state dict"):
+        losses.load_vgg16_bn_features(tmp_path / "tensor.pth")
 
 
 def test_vgg_perceptual_term_and_training_step(random_vgg_file, data_root, tmp_path):
@@ -233,6 +239,36 @@ def test_resume_equals_uninterrupted_run(data_root, straight_run, tmp_path):
         assert straight.keys() == resumed.keys()
         assert all(torch.equal(straight[key], resumed[key]) for key in straight), name
     assert [row["epoch"] for row in training.read_log(tmp_path)] == [1, 2]
+
+
+def test_a_run_stopped_while_logging_redoes_that_epoch_on_resume(data_root, straight_run, tmp_path, monkeypatch):
+    real_write_log = training.write_log
+
+    def stopped_while_logging_epoch_2(run_dir, rows):
+        if rows[-1]["epoch"] == 2:
+            raise KeyboardInterrupt
+        real_write_log(run_dir, rows)
+
+    monkeypatch.setattr(training, "write_log", stopped_while_logging_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        training.train(tiny_config(epochs=2), data_root, tmp_path, progress=False, log=quiet)
+    monkeypatch.undo()
+    training.train(tiny_config(epochs=2), data_root, tmp_path, progress=False, log=quiet)
+    assert [row["epoch"] for row in training.read_log(tmp_path)] == [1, 2]  # no epoch without its log row
+    straight, resumed = load_file(str(straight_run / "last.safetensors")), load_file(str(tmp_path / "last.safetensors"))
+    assert all(torch.equal(straight[key], resumed[key]) for key in straight)
+
+
+def test_resume_refuses_other_data_and_keeps_the_split(data_root, straight_run, tmp_path):
+    import shutil
+
+    for name in ("last.safetensors", "split.json"):
+        shutil.copy(straight_run / name, tmp_path / name)
+    split_before = (tmp_path / "split.json").read_text()
+    other_data = write_task(tmp_path / "other", cases=("16", "30"))
+    with pytest.raises(InputError, match="trained on other images"):
+        training.train(tiny_config(epochs=3), other_data, tmp_path, progress=False, log=quiet)
+    assert (tmp_path / "split.json").read_text() == split_before
 
 
 def test_resume_refuses_other_settings(data_root, straight_run, tmp_path):
