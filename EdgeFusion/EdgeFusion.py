@@ -100,7 +100,9 @@ class SlicePlane(enum.Enum):
     SAGITTAL = "sagittal"
 
     def label(self):
-        return _("Automatic (acquisition plane)") if self is SlicePlane.AUTOMATIC else _(self.value.capitalize())
+        # Literal strings, so that the translation tools can extract them.
+        return {"auto": _("Automatic (acquisition plane)"), "axial": _("Axial"), "coronal": _("Coronal"),
+                "sagittal": _("Sagittal")}[self.value]
 
 
 class ComputeDevice(enum.Enum):
@@ -123,6 +125,8 @@ class EdgeFusionParameterNode:
     colourTable - colours of a greyscale SPECT/PET.
     batchSize - 0: the device's default.
     fusedOnTop, opacity - how the result is blended over the MRI in the slice views.
+    resultMriVolume, resultVolume - the last result and its MRI, which the Display controls act on
+    (saved with the scene, so they keep working after it is reopened).
     """
 
     mriVolume: vtkMRMLScalarVolumeNode
@@ -136,6 +140,8 @@ class EdgeFusionParameterNode:
     colourTable: vtkMRMLColorNode
     fusedOnTop: bool = True
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
+    resultMriVolume: vtkMRMLScalarVolumeNode
+    resultVolume: Union[vtkMRMLScalarVolumeNode, vtkMRMLVectorVolumeNode, None]
 
 
 #
@@ -152,7 +158,7 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._run = None  # the BackgroundFusion in progress, if any
         self._runStartTime = 0.0
-        self._shownResultNodeIds = None  # (MRI, fused) shown in the slice views by the last run
+        self._otherVolumeId = None  # the second volume whose modality was last filled in
         self._pollTimer = None
 
     def setup(self) -> None:
@@ -175,7 +181,6 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
         # Widgets that the parameter node wrapper cannot bind by themselves.
-        self.ui.otherVolumeSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onOtherVolumeChanged)
         self.ui.fusionRuleComboBox.connect("currentIndexChanged(int)", self.onFusionRuleChanged)
         self.ui.colourTableSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onColourTableChanged)
         self.ui.advancedCollapsibleButton.connect("contentsCollapsed(bool)", self.onAdvancedCollapsed)
@@ -202,8 +207,8 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
 
     def onSceneStartClose(self, caller, event) -> None:
-        self._cancelRun(waitForWorker=False)
-        self._shownResultNodeIds = None
+        # Stop the worker for good: its result belongs to the scene being closed, not to the next one.
+        self._cancelRun(waitForWorker=True)
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -239,6 +244,8 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
+            # The modality saved with these parameters stands; it is guessed only for a newly chosen volume.
+            self._otherVolumeId = self._parameterNode.otherVolume.GetID() if self._parameterNode.otherVolume else None
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
             self._onParameterNodeModified()
@@ -248,6 +255,10 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameters = self._parameterNode
         if parameters is None:
             return
+        otherVolumeId = parameters.otherVolume.GetID() if parameters.otherVolume else None
+        if otherVolumeId != self._otherVolumeId:
+            self._otherVolumeId = otherVolumeId
+            self._fillInFromOtherVolume(parameters.otherVolume)
         with _NoSignals(self.ui.fusionRuleComboBox, self.ui.colourTableSelector):
             index = self.ui.fusionRuleComboBox.findData(parameters.fusionRule)
             if index < 0:  # a rule saved in the scene but not listed yet: list it
@@ -286,9 +297,9 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     # ---------------------------------------------------------------- GUI events
 
-    def onOtherVolumeChanged(self, node) -> None:
-        """Fill in the modality (DICOM modality or name) and a colour table for the new second volume."""
-        if self._parameterNode is None or node is None:
+    def _fillInFromOtherVolume(self, node) -> None:
+        """Fill in the modality (DICOM modality or name) and a colour table for a newly chosen second volume."""
+        if node is None:
             return
         modality = self.logic.guess_modality(node)
         if modality:
@@ -340,10 +351,10 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _shownResult(self):
         """(MRI node, fused node) of the last run, if both are still in the scene."""
-        if not self._shownResultNodeIds:
+        parameters = self._parameterNode
+        if parameters is None or parameters.resultMriVolume is None or parameters.resultVolume is None:
             return None
-        nodes = [slicer.mrmlScene.GetNodeByID(nodeId) for nodeId in self._shownResultNodeIds]
-        return tuple(nodes) if all(nodes) else None
+        return parameters.resultMriVolume, parameters.resultVolume
 
     # ---------------------------------------------------------------- running
 
@@ -458,7 +469,7 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _showResult(self, mriNode, fusedNode) -> None:
         parameters = self._parameterNode
-        self._shownResultNodeIds = (mriNode.GetID(), fusedNode.GetID())
+        parameters.resultMriVolume, parameters.resultVolume = mriNode, fusedNode
         self.logic.show_result(mriNode, fusedNode, fused_on_top=parameters.fusedOnTop, opacity=parameters.opacity, fit_views=True)
 
     def _ensureDependencies(self) -> bool:
@@ -530,7 +541,7 @@ class EdgeFusionLogic(ScriptedLoadableModuleLogic, VolumeFusionLogic):
 
 
 class EdgeFusionTest(ScriptedLoadableModuleTest):
-    """Self-test on the sample phantoms; uses pixel rules, so it needs no trained weights."""
+    """Self-test on the sample phantoms: mostly pixel rules (fast), and the default rule with the bundled weights."""
 
     def setUp(self):
         slicer.mrmlScene.Clear()
@@ -539,6 +550,7 @@ class EdgeFusionTest(ScriptedLoadableModuleTest):
         self._ensureTorch()
         for test in (
             self.test_CtFusionHasMriGeometry,
+            self.test_DefaultRuleWithBundledWeights,
             self.test_ScalarSpectWithColourTableGivesRgb,
             self.test_CancelLeavesSceneUnchanged,
             self.test_BadInputsCreateNothing,
@@ -590,6 +602,20 @@ class EdgeFusionTest(ScriptedLoadableModuleTest):
         composite = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceCompositeNode()
         self.assertEqual((composite.GetBackgroundVolumeID(), composite.GetForegroundVolumeID()), (mri.GetID(), fused.GetID()))
         self.assertAlmostEqual(composite.GetForegroundOpacity(), 0.6)
+        self.delayDisplay("Test passed")
+
+    def test_DefaultRuleWithBundledWeights(self):
+        self.delayDisplay("MRI + CT with the default rule and the bundled weights")
+        import numpy as np
+
+        mri, ct = self._loadPhantom("EdgeFusionPhantom-MRI"), self._loadPhantom("EdgeFusionPhantom-CT")
+        logic = EdgeFusionLogic()
+        fused = slicer.util.arrayFromVolume(logic.fuse(mri, ct, "ct"))
+        highest = slicer.util.arrayFromVolume(logic.fuse(mri, ct, "ct", method="pixel-max"))
+        lowest = 2 * slicer.util.arrayFromVolume(logic.fuse(mri, ct, "ct", method="pixel-average")) - highest
+        # The MRI-CT default takes every pixel from one of the two sources.
+        self.assertTrue(np.all(fused >= lowest - 1e-5) and np.all(fused <= highest + 1e-5))
+        self.assertGreater(np.mean(fused != highest), 0.01)  # and not simply the brighter one everywhere
         self.delayDisplay("Test passed")
 
     def test_ScalarSpectWithColourTableGivesRgb(self):

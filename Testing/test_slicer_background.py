@@ -78,6 +78,23 @@ def test_cancelled_background_run_ends_without_a_result(app, phantom, tmp_path):
     assert app.node_ids() == ids_before
 
 
+def test_a_cancel_after_the_worker_finished_still_discards_its_result(app, phantom, tmp_path):
+    """Cancel pressed (or the scene closed) while the finished worker's exit was not yet seen."""
+    logic, mri, spect = phantom
+    run = BackgroundFusion(logic.prepare(mri, spect, "spect", method="pixel-average"), work_folder=tmp_path)
+    run.start()
+    try:
+        run._process.wait(timeout=WORKER_TIMEOUT)
+        assert (run.job_folder / "fused.nrrd").exists()  # the worker did finish
+        run.cancel()
+        status = run.wait(timeout=10)
+        assert status.state == "cancelled"
+        with pytest.raises(RuntimeError, match="cancelled"):
+            run.result()
+    finally:
+        run.close()
+
+
 def test_errors_in_the_worker_reach_the_user_as_one_line(app, phantom, tmp_path):
     logic, mri, spect = phantom
     job = logic.prepare(mri, spect, "spect", method="no-such-rule")

@@ -209,11 +209,12 @@ class BackgroundFusion:
     def _handle_exit(self, return_code: int) -> None:
         error_file = self.job_folder / "error.json"
         error = json.loads(error_file.read_text(encoding="utf-8")) if error_file.exists() else None
-        if return_code == 0 and (self.job_folder / "fused.nrrd").exists():
-            self.status.state = "finished"
-        elif self._cancel_requested_at is not None or (error and error["kind"] == "cancelled"):
+        # A cancel counts even when the worker finished first: the user no longer wants this result.
+        if self.cancel_requested or (error and error["kind"] == "cancelled"):
             self.status.state = "cancelled"
             self.status.message = "Fusion cancelled."
+        elif return_code == 0 and (self.job_folder / "fused.nrrd").exists():
+            self.status.state = "finished"
         else:
             self.status.state = "failed"
             self.status.message = error["message"] if error else f"The fusion process stopped unexpectedly (exit code {return_code}); see the log."
