@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="slicing axis of volumes: 0, 1, 2 (numpy z, y, x) or auto = acquisition plane (default)")
     fuse.add_argument("--ct-window", type=float, nargs=2, metavar=("LOW", "HIGH"),
                       help="window of the CT in its own units, e.g. -100 200 for HU; default: -100 200 for a CT "
-                           "in Hounsfield units (minimum below -500), otherwise scaled like an MRI")
+                           "in Hounsfield units (minimum below -500), value/255 for an 8-bit CT, else scaled like an MRI")
     fuse.add_argument("--colormap", help="show a scalar SPECT/PET through this matplotlib colour map "
                                          "(e.g. hot, inferno) and fuse in colour; default: fuse as grey")
     fuse.set_defaults(func=run_fuse)
@@ -191,11 +191,12 @@ class _progress_bar:
 
 def run_batch(args) -> int:
     """Fuse every same-named pair; outputs appear in OUT_DIR only when all succeeded."""
+    import numpy as np
     import SimpleITK as sitk
 
     from .atlas import TASKS, find_pairs, unmatched_names
     from .fusion import prepare_inputs
-    from .io import check_not_an_input, read_image, squeeze_single_slice, write_image
+    from .io import check_not_an_input, read_image, squeeze_single_slice, to_8bit, write_image
 
     modality = TASKS[args.task][1]
     pairs = find_pairs(args.mri_dir, args.other_dir)
@@ -228,8 +229,8 @@ def run_batch(args) -> int:
                 fused = fuse_prepared(mri, other, modality, engine)
                 if modality != "ct" and fused.GetNumberOfComponentsPerPixel() == 1:
                     # The contract is RGB PNGs for SPECT/PET, even for a grey input.
-                    grey = sitk.Cast(sitk.Round(fused * 255.0), sitk.sitkUInt8)
-                    fused = sitk.Compose([grey, grey, grey])
+                    grey = to_8bit(sitk.GetArrayViewFromImage(fused))
+                    fused = sitk.GetImageFromArray(np.repeat(grey[..., np.newaxis], 3, axis=-1), isVector=True)
                 write_image(fused, staging / f"{name}.png")
                 progress(done, len(images))
         for produced in sorted(staging.iterdir()):

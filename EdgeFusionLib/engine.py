@@ -18,6 +18,7 @@ import numpy as np
 from .colour import apply_colour_table, rgb_to_ycbcr, ycbcr_to_rgb
 from .errors import FusionCancelled, InputError
 from .intensity import UNIT_WINDOW, IntensityWindow
+from .io import to_8bit
 from .methods import DEFAULT_METHOD, get_method
 
 ProgressCallback = Callable[[int, int], None]
@@ -153,7 +154,7 @@ class FusionEngine:
                         rgb = other_window.apply(other_slices[start:stop])
                     ycc = rgb_to_ycbcr(rgb)
                     ycc[..., 0] = self.fuse_grey(mri01, ycc[..., 0])
-                    output_slices[start:stop] = np.rint(ycbcr_to_rgb(ycc) * 255).astype(np.uint8)
+                    output_slices[start:stop] = to_8bit(ycbcr_to_rgb(ycc))
                 if progress is not None:
                     progress(stop, total)
         return output

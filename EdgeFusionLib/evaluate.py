@@ -39,6 +39,7 @@ import numpy as np
 from EdgeFusionLib import atlas
 from EdgeFusionLib.baselines import PIXEL_METHODS
 from EdgeFusionLib.colour import luma, replace_luma
+from EdgeFusionLib.io import to_8bit
 from EdgeFusionLib.metrics import METRIC_LABELS, METRICS, compute_metrics, mean_rank
 
 #: The files written to the output folder, by kind.
@@ -87,9 +88,8 @@ def as_written(fused: np.ndarray, loaded: LoadedPair) -> np.ndarray:
     rounded to 8 bits, through 8-bit RGB with the original chroma when the other image is colour."""
     fused = np.clip(fused, 0.0, 1.0)
     if loaded.other_rgb is None:
-        # Halves round up, as sitk.Round in io.to_savable does for the grey PNG (np.rint rounds them to even).
-        return (np.floor(fused * 255.0 + 0.5) / 255.0).astype(np.float32)
-    rgb8 = np.rint(replace_luma(loaded.other_rgb, fused) * 255.0) / 255.0
+        return (to_8bit(fused) / 255.0).astype(np.float32)
+    rgb8 = to_8bit(replace_luma(loaded.other_rgb, fused)) / 255.0
     return np.clip(luma(rgb8), 0.0, 1.0)
 
 

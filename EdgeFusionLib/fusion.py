@@ -14,7 +14,7 @@ import numpy as np
 from .engine import CancelCallback, FusionEngine, ProgressCallback
 from .errors import InputError
 from .intensity import EIGHT_BIT_WINDOW, IntensityWindow, window_for
-from .io import as_rgb_or_scalar, as_scalar, check_image, resample_onto, squeeze_single_slice
+from .io import as_rgb_or_scalar, as_scalar, as_slice_of, check_image, resample_onto, squeeze_single_slice
 
 #: modality of the other image -> task (which trained model fuses it)
 TASK_OF_MODALITY = {"ct": "MRI-CT", "spect": "MRI-SPECT", "pet": "MRI-PET"}
@@ -59,13 +59,13 @@ def prepare_inputs(mri, other, modality: str, colour_table: np.ndarray | None = 
     if mri.GetDimension() == other.GetDimension() == 3:
         return mri, resample_onto(mri, other, modality.upper())
     # 2D pictures (PNG, JPEG) carry no reliable geometry: they pair pixel to pixel with the other
-    # image, which may be a single slice of a volume format.
-    mri, other = squeeze_single_slice(mri), squeeze_single_slice(other)
-    if mri.GetDimension() != other.GetDimension():
+    # image, which may be a single slice of a volume format; the result has the MRI's geometry.
+    flat_mri, flat_other = squeeze_single_slice(mri), squeeze_single_slice(other)
+    if flat_mri.GetDimension() != flat_other.GetDimension():
         raise InputError(f"the MRI is {mri.GetDimension()}D but the {modality.upper()} is {other.GetDimension()}D")
-    if mri.GetDimension() == 2 and mri.GetSize() != other.GetSize():
-        raise InputError(f"the 2D images have different sizes: MRI {mri.GetSize()}, {modality.upper()} {other.GetSize()}")
-    return mri, other
+    if flat_mri.GetSize() != flat_other.GetSize():
+        raise InputError(f"the 2D images have different sizes: MRI {flat_mri.GetSize()}, {modality.upper()} {flat_other.GetSize()}")
+    return mri, (as_slice_of(flat_other, mri) if mri.GetDimension() == 3 else flat_other)
 
 
 def fuse_images(mri, other, modality: str, *, method: str | None = None, axis: int | None = None,

@@ -121,10 +121,28 @@ def check_image(image, role: str) -> None:
 
 
 def squeeze_single_slice(image):
-    """A 3D image with one slice (e.g. a single DICOM file) as 2D; anything else unchanged."""
-    if image.GetDimension() == 3 and image.GetSize()[2] == 1:
-        return image[:, :, 0]
+    """A 3D image one voxel thick (a single slice, e.g. one DICOM file) as 2D; anything else unchanged."""
+    if image.GetDimension() == 3 and 1 in image.GetSize():
+        index = [slice(None)] * 3
+        index[image.GetSize().index(1)] = 0
+        return image[tuple(index)]
     return image
+
+
+def as_slice_of(picture, reference):
+    """A 2D picture (no geometry) as the single slice ``reference`` is, with its geometry."""
+    sitk = _sitk()
+    values = sitk.GetArrayFromImage(picture)
+    components = picture.GetNumberOfComponentsPerPixel()
+    shape = sitk.GetArrayViewFromImage(reference).shape + ((components,) if components > 1 else ())
+    image = sitk.GetImageFromArray(values.reshape(shape), isVector=components > 1)
+    image.CopyInformation(reference)
+    return image
+
+
+def to_8bit(values: np.ndarray) -> np.ndarray:
+    """Values in [0, 1] (clipped) as uint8 0-255, halves rounded up: every 8-bit output is made here."""
+    return np.floor(np.clip(values, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
 def same_grid(a, b, tolerance: float = 1e-4) -> bool:
@@ -157,13 +175,21 @@ def resample_onto(reference, moving, role: str = "other image"):
     """``moving`` resampled (linear) onto ``reference``'s grid in physical space.
 
     Voxels outside ``moving`` get its minimum value (background). Refuses images whose
-    physical extents do not overlap. Returns ``moving`` itself when the grids already match.
+    physical extents do not overlap, or that hold none of the reference's voxel centres
+    (e.g. a thin slice beside a thick one's centre). Returns ``moving`` itself when the
+    grids already match.
     """
     sitk = _sitk()
     if same_grid(reference, moving):
         return moving
     if overlap_fraction(reference, moving) <= 0:
         raise InputError(f"the MRI and the {role} do not overlap in physical space; are they of the same patient and registered?")
+    footprint = sitk.Image(moving.GetSize(), sitk.sitkUInt8) + 1
+    footprint.CopyInformation(moving)
+    covered = sitk.Resample(footprint, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    if sitk.GetArrayViewFromImage(covered).max() == 0:
+        raise InputError(f"the {role} holds none of the MRI's voxel centres (e.g. a thin slice beside the MRI slice's "
+                         "centre); resample it onto the MRI first")
     background = float(sitk.GetArrayViewFromImage(moving).min())
     return sitk.Resample(moving, reference, sitk.Transform(), sitk.sitkLinear, background, moving.GetPixelID())
 
@@ -201,7 +227,9 @@ def to_savable(image, path: Path | str):
     """Cast for the format: PNG/TIFF get 8 bits (float [0, 1] scaled to 0-255), others unchanged."""
     sitk = _sitk()
     if full_suffix(path) in TWO_D_SUFFIXES and image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64):
-        return sitk.Cast(sitk.Round(sitk.Clamp(image, lowerBound=0.0, upperBound=1.0) * 255.0), sitk.sitkUInt8)
+        eight_bit = sitk.GetImageFromArray(to_8bit(sitk.GetArrayViewFromImage(image)))
+        eight_bit.CopyInformation(image)
+        return eight_bit
     return image
 
 

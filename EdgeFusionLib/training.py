@@ -25,6 +25,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -172,18 +173,30 @@ def split_record(train_pairs: list[Pair], val_pairs: list[Pair], evaluated: list
     }
 
 
-def deterministic_cuda() -> None:
-    """Same seed, same GPU, same weights: cuDNN and cuBLAS in their deterministic modes.
+@contextlib.contextmanager
+def deterministic_cuda(enabled: bool = True):
+    """Same seed, same GPU, same weights: cuDNN and cuBLAS in their deterministic modes while
+    the block runs; the process's previous settings are restored after it.
 
     Convolution backward passes on CUDA are otherwise nondeterministic. Ops without a
     deterministic CUDA kernel warn instead of failing (``warn_only``).
     """
     import torch
 
+    if not enabled:
+        yield
+        return
+    cudnn = torch.backends.cudnn
+    previous = (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled())
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read by cuBLAS at its first call
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
+    cudnn.benchmark, cudnn.deterministic = False, True
     torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        cudnn.benchmark, cudnn.deterministic = previous[:2]
+        torch.use_deterministic_algorithms(previous[2], warn_only=previous[3])
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -399,20 +412,20 @@ def train(config: TrainConfig, data_dir: Path | str, out_dir: Path | str, progre
     ``progress`` shows a tqdm bar when stderr is a terminal; ``log`` receives one line
     per epoch (and the data summary).
     """
+    config.validate()
+    device = resolve_device(config.device)
+    with deterministic_cuda(enabled=device.type == "cuda"):
+        return _train(config, device, Path(data_dir), Path(out_dir), progress, resume, log)
+
+
+def _train(config: TrainConfig, device, data_dir: Path, out_dir: Path, progress: bool, resume: bool, log) -> Path:
     import torch
 
     from .losses import ReconstructionLoss
     from .network import EHDRAN
     from .weights import save_weights
 
-    config.validate()
-    out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(config.device)
-
-    if device.type == "cuda":
-        deterministic_cuda()
-
     pairs = task_pairs(data_dir, config.task)
     train_pairs, val_pairs = split_pairs(pairs, config.task, config.seed)
     evaluated = validation_subset(val_pairs, config.val_images)

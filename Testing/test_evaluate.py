@@ -75,7 +75,7 @@ def test_results_hold_the_metrics_of_each_pair_computed_directly(dataset, ct_run
 
 def test_markdown_csv_and_json_agree_with_the_results(ct_run):
     results, out = ct_run
-    markdown = (out / "results.md").read_text()
+    markdown = (out / "results.md").read_text(encoding="utf-8")
     assert "# EdgeFusion evaluation: MRI-CT" in markdown
     assert "All 3 pairs of cases 16, 32" in markdown and "images 32×32" in markdown
     assert "![" in markdown and "(figure.png)" in markdown
@@ -96,7 +96,7 @@ def test_markdown_csv_and_json_agree_with_the_results(ct_run):
             assert float(row[f"{name}_mean"]) == pytest.approx(summary["mean"][name])
             assert float(row[f"{name}_std"]) == pytest.approx(summary["std"][name])
 
-    saved = json.loads((out / "results.json").read_text())
+    saved = json.loads((out / "results.json").read_text(encoding="utf-8"))
     assert saved["pairs"] == results["pairs"] and saved["metrics"] == list(METRICS)
     for method in METHODS:
         assert saved["summary"][method]["mean"] == pytest.approx(results["summary"][method]["mean"])
@@ -125,7 +125,7 @@ def test_colour_spect_is_scored_on_its_luma(dataset, tmp_path):
     expected = compute_metrics(evaluate.as_written(np.maximum(mri, spect_y), evaluate.load_pair(results_pair(dataset))), mri, spect_y)
     row = results["per_pair"]["pixel-max"][0]
     assert {name: row[name] for name in METRICS} == pytest.approx(expected, rel=1e-6)
-    assert "luma Y" in (tmp_path / "results.md").read_text()
+    assert "luma Y" in (tmp_path / "results.md").read_text(encoding="utf-8")
 
 
 def results_pair(dataset, name="21001", task="MRI-SPECT"):
@@ -163,9 +163,9 @@ def test_cli_with_validation_cases_and_limit(dataset, tmp_path, capsys):
          "--limit", "2", "--examples", "0", "--out", str(tmp_path / "report")]
     )
     assert args.func(args) == 0
-    saved = json.loads((tmp_path / "report" / "results.json").read_text())
+    saved = json.loads((tmp_path / "report" / "results.json").read_text(encoding="utf-8"))
     assert saved["pairs"] == ["16001", "16002"] and saved["examples"] == 0
-    assert "The first 2 pairs (by name) of cases 16, 32" in (tmp_path / "report" / "results.md").read_text()
+    assert "The first 2 pairs (by name) of cases 16, 32" in (tmp_path / "report" / "results.md").read_text(encoding="utf-8")
     assert "| `pixel-max` |" in capsys.readouterr().out
 
 
@@ -208,7 +208,7 @@ def test_network_methods_go_through_fuse_2d_arrays_after_one_warm_up(dataset, tm
     )
     assert calls == [((32, 32), (32, 32), "MRI-CT", "fake-net", "cpu")] * 2  # warm-up + one pair
     assert results["per_pair"]["fake-net"][0]["psnr"] == results["per_pair"]["pixel-max"][0]["psnr"]
-    assert "warm-up" in (tmp_path / "results.md").read_text()
+    assert "warm-up" in (tmp_path / "results.md").read_text(encoding="utf-8")
 
 
 def test_a_failure_while_rendering_leaves_the_previous_outputs_untouched(dataset, tmp_path, monkeypatch):
@@ -221,7 +221,7 @@ def test_a_failure_while_rendering_leaves_the_previous_outputs_untouched(dataset
     with pytest.raises(RuntimeError, match="rendering failed"):
         evaluate.run_evaluation(dataset, "MRI-CT", ["pixel-max"], tmp_path, cases=["05"], progress=False)
     assert [path.name for path in tmp_path.iterdir()] == ["results.md"]
-    assert (tmp_path / "results.md").read_text() == "previous"
+    assert (tmp_path / "results.md").read_text(encoding="utf-8") == "previous"
 
 
 def test_reading_16_bit_and_mismatched_images(tmp_path):

@@ -78,6 +78,25 @@ def test_single_slices_are_placed_by_their_geometry_not_pixel_to_pixel():
     fused = sitk.GetArrayFromImage(fuse_images(mri, volume(ct_volume, origin=(0.0, 0.0, 5.0)), "ct", method="pixel-max"))[0]
     assert fused[11, 20] == pytest.approx(1.0)
     assert fused[1, 20] == 0.0 and fused[21, 5] == 0.0
+    # a thin CT slice beside a thick MRI slice's centre holds none of its voxels: an error, not a black CT
+    thick = volume(sitk.GetArrayFromImage(mri), spacing=(1.0, 1.0, 5.0), origin=(0.0, 0.0, 7.0))
+    with pytest.raises(InputError, match="none of the MRI's voxel centres"):
+        fuse_images(thick, volume(ct_array, origin=(0.0, 0.0, 7.6)), "ct", method="pixel-max")
+
+
+@pytest.mark.parametrize("thin_axis", [0, 2])  # numpy axes: an axial (z) or a sagittal (x) single slice
+def test_a_single_slice_volume_pairs_with_a_2d_picture_and_keeps_its_geometry(thin_axis):
+    shape = [16, 16, 16]
+    shape[thin_axis] = 1
+    mri = volume(np.zeros(shape, np.float32) + phantom_slice(16, 16).reshape(shape) * 500, spacing=(0.5, 0.6, 3.0),
+                 origin=(1.0, 2.0, 7.0))
+    picture = sitk.GetImageFromArray((phantom_slice(16, 16, 1) * 255).astype(np.uint8))
+    fused = fuse_images(mri, picture, "ct", method="pixel-max")
+    assert fused.GetSize() == mri.GetSize() and fused.GetOrigin() == mri.GetOrigin()
+    assert fused.GetSpacing() == mri.GetSpacing()
+    flat_mri = sitk.GetImageFromArray(sitk.GetArrayFromImage(mri).reshape(16, 16))  # the same pixels, no geometry
+    expected = sitk.GetArrayFromImage(fuse_images(flat_mri, picture, "ct", method="pixel-max"))
+    assert np.array_equal(sitk.GetArrayFromImage(fused).reshape(16, 16), expected)
 
 
 def test_non_overlapping_volumes_are_refused():

@@ -163,8 +163,9 @@ def test_ui_bindings_name_parameter_node_fields():
             if prop.get("name") == "SlicerParameterName":
                 bound[name] = prop.find("string").text
     assert set(bound.values()) <= parameter_node_fields()
-    # Every field is bound in the .ui file, except those the widget binds by hand (see EdgeFusion.py).
-    assert parameter_node_fields() - set(bound.values()) == {"fusionRule", "colourTable"}
+    # Every field is bound in the .ui file, except those the widget binds by hand (see EdgeFusion.py)
+    # and the last result, which the Display controls act on.
+    assert parameter_node_fields() - set(bound.values()) == {"fusionRule", "colourTable", "resultMriVolume", "resultVolume"}
 
 
 def test_widgets_used_by_the_module_exist_in_the_ui_file():
@@ -249,7 +250,7 @@ def test_requirements_cover_every_package_a_fusion_imports():
         "    fuse_images(image, image, 'ct', method=name, model=model if get_method(name).needs_model else None)\n"
     )
     distributions = importlib.metadata.packages_distributions()  # import name -> distribution names
-    required = {Requirement(line).name.lower() for line in REQUIREMENTS_FILE.read_text().splitlines() if line and not line.startswith("#")}
+    required = {Requirement(line).name.lower() for line in REQUIREMENTS_FILE.read_text(encoding="utf-8").splitlines() if line and not line.startswith("#")}
     for root in sorted(fusing - baseline - {"EdgeFusionLib"}):
         if root.startswith("_") or root in sys.stdlib_module_names or root not in distributions:
             continue

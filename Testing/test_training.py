@@ -179,11 +179,11 @@ def test_two_epochs_write_run_folder(straight_run):
     rows = training.read_log(straight_run)
     assert [row["epoch"] for row in rows] == [1, 2]
     assert all(np.isfinite(row["loss"]) and row["val_psnr"] > 0 for row in rows)
-    assert (straight_run / "log.csv").read_text().splitlines()[0].startswith("epoch,loss,mse,grad,perc")
-    split = json.loads((straight_run / "split.json").read_text())
+    assert (straight_run / "log.csv").read_text(encoding="utf-8").splitlines()[0].startswith("epoch,loss,mse,grad,perc")
+    split = json.loads((straight_run / "split.json").read_text(encoding="utf-8"))
     assert split["train_cases"] == ["20"] and split["val_cases"] == ["16"]  # the fixed MRI-CT validation case
     assert training.TrainConfig.load(straight_run / "config.json") == tiny_config()
-    summary = json.loads((straight_run / "summary.json").read_text())
+    summary = json.loads((straight_run / "summary.json").read_text(encoding="utf-8"))
     assert summary["epochs"] == 2 and summary["best_epoch"] in (1, 2)
     model = EHDRAN()
     model.load_state_dict(load_file(str(straight_run / "best.safetensors")))
@@ -264,11 +264,11 @@ def test_resume_refuses_other_data_and_keeps_the_split(data_root, straight_run, 
 
     for name in ("last.safetensors", "split.json"):
         shutil.copy(straight_run / name, tmp_path / name)
-    split_before = (tmp_path / "split.json").read_text()
+    split_before = (tmp_path / "split.json").read_text(encoding="utf-8")
     other_data = write_task(tmp_path / "other", cases=("16", "30"))
     with pytest.raises(InputError, match="trained on other images"):
         training.train(tiny_config(epochs=3), other_data, tmp_path, progress=False, log=quiet)
-    assert (tmp_path / "split.json").read_text() == split_before
+    assert (tmp_path / "split.json").read_text(encoding="utf-8") == split_before
 
 
 def test_resume_refuses_other_settings(data_root, straight_run, tmp_path):
@@ -307,7 +307,7 @@ def test_cli_trains_and_registers(data_root, tmp_path):
         ["train", "--config", str(config_file), "--data", str(data_root), "--out", str(tmp_path / "run"), "--quiet", "--register-in", str(models)]
     )
     assert args.func(args) == 0
-    manifest = json.loads((models / "manifest.json").read_text())
+    manifest = json.loads((models / "manifest.json").read_text(encoding="utf-8"))
     entry = manifest["models"]["MRI-CT"]
     assert entry["file"] == "mri-ct.safetensors" and entry["val_cases"] == ["16"]
     from EdgeFusionLib.weights import load_model
@@ -315,3 +315,12 @@ def test_cli_trains_and_registers(data_root, tmp_path):
     assert isinstance(load_model("MRI-CT", folder=models), EHDRAN)
     bad = parser.parse_args(["train", "--task", "MRI-CT", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
     assert bad.func(bad) == 2
+
+
+def test_deterministic_cuda_settings_hold_only_while_training():
+    # Set and read without a GPU: CI checks the switch that GPU training runs under.
+    cudnn = torch.backends.cudnn
+    before = (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
+    with training.deterministic_cuda():
+        assert (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled()) == (False, True, True)
+    assert (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled()) == before
