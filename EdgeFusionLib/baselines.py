@@ -202,6 +202,7 @@ def guided_filter(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         )
         for image in (a, b)
     )
+    # Ties (e.g. the black background) get 1/2 each: symmetric in the sources, unlike eq. 8 (1 each).
     choose_a = (saliency_a > saliency_b) + 0.5 * (saliency_a == saliency_b)
     masks = (choose_a, 1.0 - choose_a)
 

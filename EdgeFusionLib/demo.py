@@ -36,13 +36,18 @@ def run_demo(out_dir: Path, device: str = "auto") -> int:
     import matplotlib
 
     from .cli import _colormap
+    from .errors import InputError
     from .fusion import fuse_images, prepare_inputs
     from .io import check_writable, read_image, write_image
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"cannot create the output folder {out_dir}: {error.strerror}") from None
     outputs = {"ct": out_dir / "phantom-mri-ct-fused.nrrd", "spect": out_dir / "phantom-mri-spect-fused.nrrd"}
-    for path in outputs.values():
+    figure_path = out_dir / "comparison.png"
+    for path in (*outputs.values(), figure_path):
         check_writable(path)
     mri = read_image(sample_path("EdgeFusionPhantom-MRI.nrrd"), "MRI")
     others = {"ct": read_image(sample_path("EdgeFusionPhantom-CT.nrrd"), "CT"),
@@ -57,7 +62,6 @@ def run_demo(out_dir: Path, device: str = "auto") -> int:
         write_image(image, outputs[modality])
 
     matplotlib.use("Agg")
-    figure_path = out_dir / "comparison.png"
     _draw(mri, {m: prepare_inputs(mri, o, m, tables[m])[1] for m, o in others.items()}, fused, tables, figure_path)
     for path in (*outputs.values(), figure_path):
         print(f"wrote {path}", file=sys.stderr)
@@ -88,6 +92,9 @@ def _draw(mri, resampled: dict, fused: dict, tables: dict, path: Path) -> None:
             axis.axis("off")
     figure.suptitle("EdgeFusion demo: synthetic phantom (CC0), middle axial slice")
     partial = path.with_name(f".{path.name}.partial.png")
-    figure.savefig(partial, dpi=100)
-    plt.close(figure)
-    partial.replace(path)
+    try:
+        figure.savefig(partial, dpi=100)
+        partial.replace(path)
+    finally:
+        plt.close(figure)
+        partial.unlink(missing_ok=True)

@@ -1,6 +1,7 @@
 """`edgefusion demo`: the README's main job, on the bundled phantom with the bundled weights."""
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from PIL import Image
 
@@ -32,3 +33,16 @@ def test_demo_fuses_the_phantom_and_draws_the_comparison(tmp_path):
     assert np.asarray(figure.convert("L")).std() > 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["comparison.png", "phantom-mri-ct-fused.nrrd",
                                                           "phantom-mri-spect-fused.nrrd"]
+
+
+def test_demo_refuses_unusable_output_paths_before_fusing(tmp_path, capsys, monkeypatch):
+    import EdgeFusionLib.fusion as fusion
+
+    monkeypatch.setattr(fusion, "fuse_images", lambda *a, **k: pytest.fail("fusion started"))
+    (tmp_path / "a-file").write_text("x", encoding="utf-8")
+    assert main(["demo", "--out-dir", str(tmp_path / "a-file")]) == 2
+    assert "cannot create the output folder" in capsys.readouterr().err
+    (tmp_path / "out" / "comparison.png").mkdir(parents=True)  # the figure's path is taken by a folder
+    assert main(["demo", "--out-dir", str(tmp_path / "out")]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["comparison.png"]

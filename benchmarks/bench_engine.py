@@ -1,8 +1,8 @@
 """Engine vs a straightforward reference, in one process, on the same inputs.
 
 Reference = what the paper's released code does: one slice at a time through the
-plain (unfolded) EH-DRAN, one SVD call per channel followed by a host sync
-(``.item()``) for the softmax nuclear norms. Engine = ``FusionEngine`` with its
+plain (unfolded) EH-DRAN, one ``torch.norm(channel, "nuc")`` per channel (singular
+values only) followed by a host sync (``.item()``) for the softmax nuclear norms. Engine = ``FusionEngine`` with its
 defaults for the device. Both use the same weights and the same rule, and both
 outputs are compared (they must agree to float precision).
 
@@ -45,8 +45,8 @@ def reference_fuse(model, mri01: np.ndarray, other01: np.ndarray, device: str, r
             for image in (mri01[index], other01[index]):
                 latent = model.encoder(torch.from_numpy(image).to(device)[None, None])
                 softmax = torch.softmax(latent, dim=1)[0]
-                norms = torch.tensor([torch.linalg.svd(channel)[1].sum().item() for channel in softmax],
-                                     dtype=torch.float64)  # one SVD + host sync per channel
+                # As the released code: torch.norm(..., "nuc") per channel, each followed by .item() (a host sync).
+                norms = torch.tensor([torch.norm(channel, "nuc").item() for channel in softmax], dtype=torch.float64)
                 latents.append(latent)
                 activities.append(SFNN_REDUCTIONS[reduction](norms[None])[0].item())
             w1 = activities[0] / (activities[0] + activities[1])
