@@ -179,6 +179,7 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, self.onSceneEndImport)
 
         # Widgets that the parameter node wrapper cannot bind by themselves.
         self.ui.fusionRuleComboBox.connect("currentIndexChanged(int)", self.onFusionRuleChanged)
@@ -214,6 +215,11 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
             self.initializeParameterNode()
+
+    def onSceneEndImport(self, caller, event) -> None:
+        # A loaded scene brings its own modality for its second volume: nothing to guess.
+        if self._parameterNode is not None:
+            self._otherVolumeId = self._parameterNode.otherVolume.GetID() if self._parameterNode.otherVolume else None
 
     def onReload(self) -> None:
         """Reload EdgeFusionLib and EdgeFusionMRML too, so code changes in them take effect."""
@@ -258,7 +264,8 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         otherVolumeId = parameters.otherVolume.GetID() if parameters.otherVolume else None
         if otherVolumeId != self._otherVolumeId:
             self._otherVolumeId = otherVolumeId
-            self._fillInFromOtherVolume(parameters.otherVolume)
+            if not slicer.mrmlScene.IsImporting():  # see onSceneEndImport
+                self._fillInFromOtherVolume(parameters.otherVolume)
         with _NoSignals(self.ui.fusionRuleComboBox, self.ui.colourTableSelector):
             index = self.ui.fusionRuleComboBox.findData(parameters.fusionRule)
             if index < 0:  # a rule saved in the scene but not listed yet: list it
@@ -350,11 +357,18 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.show_result(*shown, fused_on_top=fusedOnTop, opacity=self._parameterNode.opacity, fit_views=False)
 
     def _shownResult(self):
-        """(MRI node, fused node) of the last run, if both are still in the scene."""
+        """(MRI node, fused node) of the last run while the slice views show them, else None.
+
+        Display changes only views that show the result: reopening a scene writes the saved
+        Display values into the widgets, and that must not override views the user set up since.
+        """
         parameters = self._parameterNode
         if parameters is None or parameters.resultMriVolume is None or parameters.resultVolume is None:
             return None
-        return parameters.resultMriVolume, parameters.resultVolume
+        nodes = parameters.resultMriVolume, parameters.resultVolume
+        composite = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceCompositeNode()
+        shown = {composite.GetBackgroundVolumeID(), composite.GetForegroundVolumeID()}
+        return nodes if shown == {node.GetID() for node in nodes} else None
 
     # ---------------------------------------------------------------- running
 
