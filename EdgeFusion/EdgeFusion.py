@@ -219,7 +219,7 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneEndImport(self, caller, event) -> None:
         # A loaded scene brings its own modality for its second volume: nothing to guess.
         if self._parameterNode is not None:
-            self._otherVolumeId = self._parameterNode.otherVolume.GetID() if self._parameterNode.otherVolume else None
+            self._otherVolumeId = _idOf(self._parameterNode.otherVolume)
 
     def onReload(self) -> None:
         """Reload EdgeFusionLib and EdgeFusionMRML too, so code changes in them take effect."""
@@ -251,7 +251,7 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = inputParameterNode
         if self._parameterNode:
             # The modality saved with these parameters stands; it is guessed only for a newly chosen volume.
-            self._otherVolumeId = self._parameterNode.otherVolume.GetID() if self._parameterNode.otherVolume else None
+            self._otherVolumeId = _idOf(self._parameterNode.otherVolume)
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
             self._onParameterNodeModified()
@@ -261,7 +261,7 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameters = self._parameterNode
         if parameters is None:
             return
-        otherVolumeId = parameters.otherVolume.GetID() if parameters.otherVolume else None
+        otherVolumeId = _idOf(parameters.otherVolume)
         if otherVolumeId != self._otherVolumeId:
             self._otherVolumeId = otherVolumeId
             if not slicer.mrmlScene.IsImporting():  # see onSceneEndImport
@@ -506,6 +506,10 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.WaitCursor():
                 slicer.util.pip_install(missing)
         return True
+
+
+def _idOf(node) -> Optional[str]:
+    return node.GetID() if node is not None else None
 
 
 class _NoSignals:
