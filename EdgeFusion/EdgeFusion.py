@@ -121,7 +121,7 @@ class EdgeFusionParameterNode:
     mriVolume, otherVolume - the volumes to fuse.
     modality - of otherVolume: "CT", "SPECT" or "PET".
     outputVolume - None: create a new volume.
-    fusionRule - "" for the modality's default, else a name from EdgeFusionLib.methods.
+    fusionRule - "" for the modality's default, else a name from EdgeFusionLib.fusion.methods.
     colourTable - colours of a greyscale SPECT/PET.
     batchSize - 0: the device's default.
     fusedOnTop, opacity - how the result is blended over the MRI in the slice views.
@@ -337,8 +337,8 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.deviceInfoLabel.text = _("PyTorch is set up on the first Apply.")
             return
         environment.ensure_library_importable()
-        from EdgeFusionLib.engine import available_devices
-        from EdgeFusionLib.methods import method_names
+        from EdgeFusionLib.fusion.engine import available_devices
+        from EdgeFusionLib.fusion.methods import method_names
 
         with _NoSignals(self.ui.fusionRuleComboBox):
             for name in method_names():

@@ -77,10 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=run_demo)
 
     # evaluate and train are defined beside their code
-    from . import evaluate, training
+    from .evaluation import evaluate
+    from .training import trainer
 
     evaluate.register_cli(commands)
-    training.register_cli(commands)
+    trainer.register_cli(commands)
     return parser
 
 
@@ -96,11 +97,11 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------- fuse
 
 def run_fuse(args) -> int:
-    from .engine import resolve_device
-    from .fusion import TASK_OF_MODALITY, check_modality, fuse_images
-    from .intensity import IntensityWindow
-    from .io import check_not_an_input, check_output_format, check_writable, read_image, write_image
-    from .methods import get_method
+    from .fusion.engine import resolve_device
+    from .fusion.intensity import IntensityWindow
+    from .fusion.methods import get_method
+    from .fusion.pipeline import TASK_OF_MODALITY, check_modality, fuse_images
+    from .io.images import check_not_an_input, check_output_format, check_writable, read_image, write_image
 
     check_writable(args.output)
     check_not_an_input(args.output, {"MRI": args.mri, "other image": args.other})
@@ -194,9 +195,9 @@ def run_batch(args) -> int:
     import numpy as np
     import SimpleITK as sitk
 
-    from .atlas import TASKS, find_pairs, unmatched_names
-    from .fusion import prepare_inputs
-    from .io import check_not_an_input, read_image, squeeze_single_slice, to_8bit, write_image
+    from .fusion.pipeline import prepare_inputs
+    from .io.atlas import TASKS, find_pairs, unmatched_names
+    from .io.images import check_not_an_input, read_image, squeeze_single_slice, to_8bit, write_image
 
     modality = TASKS[args.task][1]
     pairs = find_pairs(args.mri_dir, args.other_dir)
@@ -217,8 +218,8 @@ def run_batch(args) -> int:
     if skipped:
         print(f"edgefusion: {len(skipped)} image(s) without a partner skipped: {', '.join(skipped[:5])}", file=sys.stderr)
 
-    from .engine import FusionEngine
-    from .fusion import fuse_prepared
+    from .fusion.engine import FusionEngine
+    from .fusion.pipeline import fuse_prepared
 
     engine = FusionEngine(args.method, args.task, args.device, args.batch_size)  # weights loaded once
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -244,10 +245,10 @@ def run_batch(args) -> int:
 # ------------------------------------------------------------------------- info
 
 def info_dict() -> dict:
-    from .engine import available_devices
-    from .methods import DEFAULT_METHOD, method_names
-    from .network import EHDRAN, count_parameters
-    from .weights import available_tasks, models_dir
+    from .fusion.engine import available_devices
+    from .fusion.methods import DEFAULT_METHOD, method_names
+    from .model.network import EHDRAN, count_parameters
+    from .model.weights import available_tasks, models_dir
 
     return {
         "version": __version__,

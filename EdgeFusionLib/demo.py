@@ -15,14 +15,16 @@ from pathlib import Path
 
 import numpy as np
 
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "Resources" / "SampleData"
+from . import RESOURCES_DIR
+
+SAMPLE_DIR = RESOURCES_DIR / "SampleData"
 SPECT_COLOUR_MAP = "hot"
 
 
 def sample_path(name: str, folder: Path = SAMPLE_DIR) -> Path:
     """A sample file of ``folder``, after checking its sha256 against the folder's ``sampledata.json``."""
     from .errors import InputError
-    from .weights import sha256_of
+    from .model.weights import sha256_of
 
     registry = json.loads((folder / "sampledata.json").read_text(encoding="utf-8"))
     path = folder / name
@@ -37,8 +39,8 @@ def run_demo(out_dir: Path, device: str = "auto") -> int:
 
     from .cli import _colormap
     from .errors import InputError
-    from .fusion import fuse_images, prepare_inputs
-    from .io import check_writable, read_image, write_image
+    from .fusion.pipeline import fuse_images, prepare_inputs
+    from .io.images import check_writable, read_image, write_image
 
     out_dir = Path(out_dir)
     try:
@@ -72,8 +74,8 @@ def _draw(mri, resampled: dict, fused: dict, tables: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     import SimpleITK as sitk
 
-    from .colour import apply_colour_table
-    from .intensity import window_for
+    from .fusion.colour import apply_colour_table
+    from .fusion.intensity import window_for
 
     middle = mri.GetSize()[2] // 2
     mri_slice = sitk.GetArrayViewFromImage(mri)[middle]

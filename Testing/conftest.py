@@ -16,7 +16,7 @@ def make_random_model(seed: int = 0):
     so that tests exercise every folded parameter. Test-only: never used by the product."""
     import torch
 
-    from EdgeFusionLib.network import EHDRAN
+    from EdgeFusionLib.model.network import EHDRAN
 
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import phantom_slice
-from EdgeFusionLib.baselines import PIXEL_METHODS
+from EdgeFusionLib.fusion.baselines import PIXEL_METHODS
 
 SHAPES = [(32, 32), (17, 23), (40, 9), (2, 3), (1, 7), (5, 1), (1, 1)]
 

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from EdgeFusionLib import metrics, weights
-from EdgeFusionLib.atlas import TASKS, VALIDATION_CASES, read_grey01, task_pairs
-from EdgeFusionLib.network import EHDRAN
+from EdgeFusionLib.evaluation import metrics
+from EdgeFusionLib.model import weights
+from EdgeFusionLib.io.atlas import TASKS, VALIDATION_CASES, read_grey01, task_pairs
+from EdgeFusionLib.model.network import EHDRAN
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "harvard"
 MAX_BYTES = 3 * 1024 * 1024
@@ -101,9 +102,9 @@ def test_default_mri_ct_fusion_keeps_a_small_finding_only_the_ct_shows():
     import SimpleITK as sitk
 
     from EdgeFusionLib.demo import SAMPLE_DIR, sample_path
-    from EdgeFusionLib.fusion import fuse_images, prepare_inputs
-    from EdgeFusionLib.intensity import window_for
-    from EdgeFusionLib.io import read_image
+    from EdgeFusionLib.fusion.pipeline import fuse_images, prepare_inputs
+    from EdgeFusionLib.fusion.intensity import window_for
+    from EdgeFusionLib.io.images import read_image
 
     spec = importlib.util.spec_from_file_location("make_phantom", SAMPLE_DIR / "make_phantom.py")
     phantom = importlib.util.module_from_spec(spec)

@@ -185,7 +185,7 @@ def test_inputs_are_never_overwritten_and_folder_errors_are_one_line(tmp_path, p
 def test_volume_to_png_is_refused_before_fusing_and_outputs_get_the_usual_mode(tmp_path, capsys, monkeypatch):
     import os
 
-    import EdgeFusionLib.fusion as fusion
+    import EdgeFusionLib.fusion.pipeline as fusion
 
     monkeypatch.setattr(fusion, "fuse_images", lambda *a, **k: pytest.fail("fusion started"))
     volume = sitk.GetImageFromArray(np.stack([phantom_slice(16, 16, s) for s in range(3)]) * 500)
@@ -217,7 +217,7 @@ def test_info_json_through_the_installed_command():
 
 
 def test_cancelled_batch_leaves_no_file(tmp_path, capsys, monkeypatch):
-    import EdgeFusionLib.fusion as fusion
+    import EdgeFusionLib.fusion.pipeline as fusion
 
     mri_dir, other_dir = atlas_like_folders(tmp_path / "data", "CT", "L")
     real, calls = fusion.fuse_prepared, []
@@ -237,7 +237,7 @@ def test_cancelled_batch_leaves_no_file(tmp_path, capsys, monkeypatch):
 
 
 def test_cancelled_fuse_writes_nothing(tmp_path, pair, capsys, monkeypatch):
-    import EdgeFusionLib.fusion as fusion
+    import EdgeFusionLib.fusion.pipeline as fusion
     from EdgeFusionLib.errors import FusionCancelled
 
     def cancelled(*args, **kwargs):

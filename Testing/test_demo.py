@@ -36,7 +36,7 @@ def test_demo_fuses_the_phantom_and_draws_the_comparison(tmp_path):
 
 
 def test_demo_refuses_unusable_output_paths_before_fusing(tmp_path, capsys, monkeypatch):
-    import EdgeFusionLib.fusion as fusion
+    import EdgeFusionLib.fusion.pipeline as fusion
 
     monkeypatch.setattr(fusion, "fuse_images", lambda *a, **k: pytest.fail("fusion started"))
     (tmp_path / "a-file").write_text("x", encoding="utf-8")

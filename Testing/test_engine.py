@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from EdgeFusionLib import engine as engine_module
-from EdgeFusionLib.engine import FusionEngine, pad_to_even, resolve_device
+from EdgeFusionLib.fusion import engine as engine_module
+from EdgeFusionLib.fusion.engine import FusionEngine, pad_to_even, resolve_device
 from EdgeFusionLib.errors import FusionCancelled, InputError, MissingWeightsError
-from EdgeFusionLib.intensity import IntensityWindow
-from EdgeFusionLib.rules import LATENT_RULES, CompensatedRule, DecisionMapRule
+from EdgeFusionLib.fusion.intensity import IntensityWindow
+from EdgeFusionLib.fusion.rules import LATENT_RULES, CompensatedRule, DecisionMapRule
 
 from conftest import REPO, make_random_model, phantom_slice
 
@@ -122,7 +122,7 @@ def test_windows_map_raw_values_before_fusion():
 
 
 def test_rgb_other_fuses_luma_and_keeps_chroma():
-    from EdgeFusionLib.colour import rgb_to_ycbcr
+    from EdgeFusionLib.fusion.colour import rgb_to_ycbcr
 
     mri = phantom_slice(16, 16, 0)
     rgb = np.zeros((16, 16, 3), np.uint8)
@@ -174,7 +174,7 @@ import json, resource, sys
 import numpy as np
 sys.path.insert(0, sys.argv[2])
 from conftest import make_random_model
-from EdgeFusionLib.engine import FusionEngine
+from EdgeFusionLib.fusion.engine import FusionEngine
 slices = int(sys.argv[1])
 engine = FusionEngine("sfnn", model=make_random_model(), batch_size=2)
 small = np.random.default_rng(0).random((4, 64, 64), dtype=np.float32)

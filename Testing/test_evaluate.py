@@ -12,10 +12,11 @@ import pytest
 from PIL import Image
 
 from conftest import phantom_slice
-from EdgeFusionLib import atlas, evaluate
-from EdgeFusionLib.baselines import PIXEL_METHODS
-from EdgeFusionLib.colour import luma
-from EdgeFusionLib.metrics import METRICS, compute_metrics, mean_rank
+from EdgeFusionLib.evaluation import evaluate
+from EdgeFusionLib.io import atlas
+from EdgeFusionLib.fusion.baselines import PIXEL_METHODS
+from EdgeFusionLib.fusion.colour import luma
+from EdgeFusionLib.evaluation.metrics import METRICS, compute_metrics, mean_rank
 
 CT_NAMES = ["05001", "16001", "16002", "32001"]  # cases 16 and 32 are MRI-CT's validation cases
 METHODS = ["pixel-average", "laplacian-pyramid"]
@@ -180,10 +181,10 @@ def test_cli_reports_bad_input_in_one_line(dataset, tmp_path, capsys):
 
 
 def test_unknown_method_is_rejected_before_any_work(dataset, tmp_path, monkeypatch):
-    registry = types.ModuleType("EdgeFusionLib.methods")
+    registry = types.ModuleType("EdgeFusionLib.fusion.methods")
     registry.method_names = lambda: ["sfnn", *PIXEL_METHODS]
     registry.DEFAULT_METHOD = {"MRI-CT": "sfnn"}
-    monkeypatch.setitem(sys.modules, "EdgeFusionLib.methods", registry)
+    monkeypatch.setitem(sys.modules, "EdgeFusionLib.fusion.methods", registry)
     with pytest.raises(ValueError, match="unknown method 'bogus'; choose from sfnn, pixel-average"):
         evaluate.run_evaluation(dataset, "MRI-CT", ["pixel-max", "bogus"], tmp_path, progress=False)
     assert not any(tmp_path.iterdir())
@@ -197,12 +198,12 @@ def test_network_methods_go_through_fuse_2d_arrays_after_one_warm_up(dataset, tm
         calls.append((mri01.shape, other01.shape, task, method, device))
         return np.maximum(mri01, other01)
 
-    registry = types.ModuleType("EdgeFusionLib.methods")
+    registry = types.ModuleType("EdgeFusionLib.fusion.methods")
     registry.method_names = lambda: ["fake-net", *PIXEL_METHODS]
-    fusion = types.ModuleType("EdgeFusionLib.fusion")
+    fusion = types.ModuleType("EdgeFusionLib.fusion.pipeline")
     fusion.fuse_2d_arrays = fuse_2d_arrays
-    monkeypatch.setitem(sys.modules, "EdgeFusionLib.methods", registry)
-    monkeypatch.setitem(sys.modules, "EdgeFusionLib.fusion", fusion)
+    monkeypatch.setitem(sys.modules, "EdgeFusionLib.fusion.methods", registry)
+    monkeypatch.setitem(sys.modules, "EdgeFusionLib.fusion.pipeline", fusion)
     results = evaluate.run_evaluation(
         dataset, "MRI-CT", ["fake-net", "pixel-max"], tmp_path, device="cpu", cases=["05"], progress=False
     )

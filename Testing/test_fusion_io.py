@@ -5,11 +5,11 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
-from EdgeFusionLib.colour import apply_colour_table, rgb_to_ycbcr, ycbcr_to_rgb
+from EdgeFusionLib.fusion.colour import apply_colour_table, rgb_to_ycbcr, ycbcr_to_rgb
 from EdgeFusionLib.errors import InputError
-from EdgeFusionLib.fusion import default_axis, fuse_images
-from EdgeFusionLib.intensity import CT_WINDOW_HU, window_for
-from EdgeFusionLib.io import read_image, resample_onto, write_image
+from EdgeFusionLib.fusion.pipeline import default_axis, fuse_images
+from EdgeFusionLib.fusion.intensity import CT_WINDOW_HU, window_for
+from EdgeFusionLib.io.images import read_image, resample_onto, write_image
 
 from conftest import phantom_slice
 

@@ -13,8 +13,8 @@ from scipy import ndimage, stats
 from scipy.signal import convolve2d
 from skimage import data
 
-from EdgeFusionLib import metrics
-from EdgeFusionLib.metrics import METRICS, compute_metrics, mean_rank
+from EdgeFusionLib.evaluation import metrics
+from EdgeFusionLib.evaluation.metrics import METRICS, compute_metrics, mean_rank
 
 CAMERA = data.camera()[::4, ::4] / 255.0  # 128 x 128, 8-bit values
 PHANTOM = data.shepp_logan_phantom()[:384:3, :384:3]  # 128 x 128 in [0, 1]

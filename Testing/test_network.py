@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from EdgeFusionLib.folded import FoldedEncoder
-from EdgeFusionLib.network import EHDRAN, SOBEL_X, attention_mask, count_parameters
+from EdgeFusionLib.model.folded import FoldedEncoder
+from EdgeFusionLib.model.network import EHDRAN, SOBEL_X, attention_mask, count_parameters
 
 from conftest import make_random_model
 

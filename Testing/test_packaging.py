@@ -46,7 +46,7 @@ def cmake_value(variable: str) -> str:
 
 def test_every_edgefusionlib_python_file_is_installed():
     listed = set(cmake_list(MODULE_CMAKE, "EDGEFUSIONLIB_PYTHON_SCRIPTS"))
-    present = {path.relative_to(REPO).as_posix() for path in (REPO / "EdgeFusionLib").glob("*.py")}
+    present = {path.relative_to(REPO).as_posix() for path in (REPO / "EdgeFusionLib").rglob("*.py")}
     assert present - listed == set(), "add these to EDGEFUSIONLIB_PYTHON_SCRIPTS in EdgeFusion/CMakeLists.txt"
     assert listed - present == set(), "these are listed in EdgeFusion/CMakeLists.txt but do not exist"
 
@@ -241,9 +241,9 @@ def test_requirements_cover_every_package_a_fusion_imports():
     baseline = imported_roots("import numpy, SimpleITK, torch")
     fusing = imported_roots(
         "import numpy as np, SimpleITK as sitk\n"
-        "from EdgeFusionLib.fusion import fuse_images\n"
-        "from EdgeFusionLib.methods import get_method, method_names\n"
-        "from EdgeFusionLib.network import EHDRAN\n"
+        "from EdgeFusionLib.fusion.pipeline import fuse_images\n"
+        "from EdgeFusionLib.fusion.methods import get_method, method_names\n"
+        "from EdgeFusionLib.model.network import EHDRAN\n"
         "image = sitk.GetImageFromArray(np.random.default_rng(0).uniform(0, 1, (2, 16, 16)).astype(np.float32))\n"
         "model = EHDRAN().eval()  # untrained: only the imports matter here\n"
         "for name in method_names():\n"

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from EdgeFusionLib.rules import LATENT_RULES, SFNN_REDUCTIONS, max_nuclear_norm, nuclear_norms, sfnn_weights
+from EdgeFusionLib.fusion.rules import LATENT_RULES, SFNN_REDUCTIONS, max_nuclear_norm, nuclear_norms, sfnn_weights
 
 
 def realistic_softmax_maps(batch=2, channels=64, height=48, width=40, seed=0):
@@ -38,7 +38,7 @@ def test_pruned_maximum_equals_the_maximum_of_all_norms(maps):
 
 
 def test_pruning_computes_few_exact_norms_on_real_like_maps(monkeypatch):
-    import EdgeFusionLib.rules as rules
+    import EdgeFusionLib.fusion.rules as rules
 
     computed = []
     exact = rules.nuclear_norms

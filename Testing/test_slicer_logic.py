@@ -1,7 +1,7 @@
 """The EdgeFusion module's logic on a real vtkMRMLScene (Slicer's MRML libraries from ``slicer-core``).
 
 Inputs are the sample phantoms, loaded with Slicer's own volume reader. Expected
-results come from ``EdgeFusionLib.fusion.fuse_images`` on the same files read by
+results come from ``EdgeFusionLib.fusion.pipeline.fuse_images`` on the same files read by
 SimpleITK, so every test also checks the RAS/LPS geometry conversion and the
 transform hardening of the module against an independent path. Pixel rules are
 used (no trained weights needed); one test runs the network with a random model.
@@ -44,7 +44,7 @@ def fuse_files(mri_name, other_name, modality, **options):
     """Reference result: EdgeFusionLib on the sample files as SimpleITK reads them (no Slicer involved)."""
     import SimpleITK as sitk
 
-    from EdgeFusionLib.fusion import fuse_images
+    from EdgeFusionLib.fusion.pipeline import fuse_images
 
     other = options.pop("other_image", None) or read_sample(other_name)
     return sitk.GetArrayFromImage(fuse_images(read_sample(mri_name), other, modality, **options))
@@ -168,7 +168,7 @@ def test_colour_table_reproduces_what_the_slice_viewer_shows(app, colour_name):
     """colour_table + display_window map values the way Slicer's volume display pipeline does."""
     from vtk.util import numpy_support
 
-    from EdgeFusionLib.colour import apply_colour_table
+    from EdgeFusionLib.fusion.colour import apply_colour_table
 
     values = np.linspace(-100.0, 1100.0, 2401, dtype=np.float32).reshape(1, 1, -1)
     node = app.add_volume(values, name="ramp")
@@ -231,7 +231,7 @@ def test_rgb_spect_volume_is_fused_as_colour(app, logic):
     """An RGB SPECT (e.g. an exported screenshot) keeps its colours without a colour table."""
     import SimpleITK as sitk
 
-    from EdgeFusionLib.colour import apply_colour_table
+    from EdgeFusionLib.fusion.colour import apply_colour_table
 
     mri = load(app, "EdgeFusionPhantom-MRI")
     spect_image = read_sample("EdgeFusionPhantom-SPECT")
@@ -548,7 +548,7 @@ def test_network_fusion_with_a_small_random_model(app, logic, random_model):
     """The EH-DRAN path end to end on a tiny volume (untrained weights: only shapes and ranges are checked)."""
     import SimpleITK as sitk
 
-    from EdgeFusionLib.fusion import fuse_images
+    from EdgeFusionLib.fusion.pipeline import fuse_images
 
     rng = np.random.default_rng(0)
     ijk_to_ras = np.diag([2.0, 2.0, 4.0, 1.0])
@@ -572,12 +572,12 @@ import sys
 sys.path[:0] = [{str(MODULE_DIR)!r}, {str(REPO / 'Testing')!r}, {str(REPO)!r}]
 from edgefusion_slicer_support import make_slicer_scene
 from EdgeFusionMRML import environment, sampledata
-import EdgeFusionLib.fusion, EdgeFusionMRML.logic
+import EdgeFusionLib.fusion.pipeline, EdgeFusionMRML.logic
 app = make_slicer_scene()
 mri = sampledata.load_sample_volume("EdgeFusionPhantom-MRI", app.volumes_logic)
 ct = sampledata.load_sample_volume("EdgeFusionPhantom-CT", app.volumes_logic)
 reloaded = environment.reload_edgefusion_modules()
-assert "EdgeFusionLib.fusion" in reloaded and "EdgeFusionMRML.logic" in reloaded, reloaded
+assert "EdgeFusionLib.fusion.pipeline" in reloaded and "EdgeFusionMRML.logic" in reloaded, reloaded
 from EdgeFusionMRML.logic import VolumeFusionLogic
 fused = VolumeFusionLogic(app.scene).fuse(mri, ct, "ct", method="pixel-max")
 import EdgeFusionLib.errors

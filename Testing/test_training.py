@@ -11,9 +11,12 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from EdgeFusionLib import atlas, losses, metrics, training
+from EdgeFusionLib.evaluation import metrics
+from EdgeFusionLib.io import atlas
+from EdgeFusionLib.training import losses
+from EdgeFusionLib.training import trainer
 from EdgeFusionLib.errors import InputError
-from EdgeFusionLib.network import EHDRAN
+from EdgeFusionLib.model.network import EHDRAN
 
 SIZE = 32
 
@@ -31,7 +34,7 @@ def blob_image(rng: np.random.Generator, colour: bool = False) -> np.ndarray:
 
 def write_task(root, task="MRI-CT", cases=("16", "20"), slices=2, colour=False):
     """Generated pairs in the atlas layout: <root>/<task>/{MRI,<OTHER>}/<case><slice>.png."""
-    other = training.TASKS[task][0]
+    other = trainer.TASKS[task][0]
     rng = np.random.default_rng(0)
     for folder in ("MRI", other):
         (root / task / folder).mkdir(parents=True, exist_ok=True)
@@ -43,10 +46,10 @@ def write_task(root, task="MRI-CT", cases=("16", "20"), slices=2, colour=False):
     return root
 
 
-def tiny_config(**changes) -> training.TrainConfig:
+def tiny_config(**changes) -> trainer.TrainConfig:
     values = dict(task="MRI-CT", crop_size=16, batch_size=2, epochs=2, steps_per_epoch=2, lr=1e-3, val_images=2, device="cpu")
     values.update(changes)
-    return training.TrainConfig(**values)
+    return trainer.TrainConfig(**values)
 
 
 def quiet(*_):
@@ -62,7 +65,7 @@ def data_root(tmp_path_factory):
 def straight_run(data_root, tmp_path_factory):
     """Two epochs in one go (shared by several tests: training is the slow part)."""
     out = tmp_path_factory.mktemp("straight")
-    training.train(tiny_config(), data_root, out, progress=False, log=quiet)
+    trainer.train(tiny_config(), data_root, out, progress=False, log=quiet)
     return out
 
 
@@ -168,21 +171,21 @@ def test_vgg_perceptual_term_and_training_step(random_vgg_file, data_root, tmp_p
     criterion.train()
     assert not criterion.vgg.features.training  # frozen BatchNorm statistics
     config = tiny_config(epochs=1, steps_per_epoch=1, perceptual="vgg", vgg_weights=str(path))
-    best = training.train(config, data_root, tmp_path, progress=False, log=quiet)
-    assert best.is_file() and training.read_log(tmp_path)[0]["perc"] > 0
+    best = trainer.train(config, data_root, tmp_path, progress=False, log=quiet)
+    assert best.is_file() and trainer.read_log(tmp_path)[0]["perc"] > 0
 
 
 # --- training runs ----------------------------------------------------------
 
 
 def test_two_epochs_write_run_folder(straight_run):
-    rows = training.read_log(straight_run)
+    rows = trainer.read_log(straight_run)
     assert [row["epoch"] for row in rows] == [1, 2]
     assert all(np.isfinite(row["loss"]) and row["val_psnr"] > 0 for row in rows)
     assert (straight_run / "log.csv").read_text(encoding="utf-8").splitlines()[0].startswith("epoch,loss,mse,grad,perc")
     split = json.loads((straight_run / "split.json").read_text(encoding="utf-8"))
     assert split["train_cases"] == ["20"] and split["val_cases"] == ["16"]  # the fixed MRI-CT validation case
-    assert training.TrainConfig.load(straight_run / "config.json") == tiny_config()
+    assert trainer.TrainConfig.load(straight_run / "config.json") == tiny_config()
     summary = json.loads((straight_run / "summary.json").read_text(encoding="utf-8"))
     assert summary["epochs"] == 2 and summary["best_epoch"] in (1, 2)
     model = EHDRAN()
@@ -201,7 +204,7 @@ def test_recalibrated_statistics_are_per_use_averages_over_the_images():
     encoder = model.encoder
     hooks = [module.register_forward_hook(lambda module, inputs, output: seen.append(output.detach()))
              for module in (encoder.dilated, encoder.pyramid)]
-    training.recalibrate_batchnorm(model, images, "cpu")
+    trainer.recalibrate_batchnorm(model, images, "cpu")
     for hook in hooks:
         hook.remove()
     norm = encoder.shared_norm
@@ -213,18 +216,18 @@ def test_recalibrated_statistics_are_per_use_averages_over_the_images():
         torch.testing.assert_close(norm.running_mean[use], sum(f.mean((0, 2, 3)) for f in per_image) / 2)
         torch.testing.assert_close(norm.running_var[use], sum(f.var((0, 2, 3)) for f in per_image) / 2)
     first = {key: value.clone() for key, value in model.state_dict().items()}
-    training.recalibrate_batchnorm(model, images, "cpu")
+    trainer.recalibrate_batchnorm(model, images, "cpu")
     assert all(torch.equal(first[key], value) for key, value in model.state_dict().items())  # deterministic
 
 
 def test_checkpoint_reloads_bit_identically(straight_run, tmp_path):
     model = EHDRAN()
     optimizer = torch.optim.Adam(model.parameters(), lr=1.0)
-    config, state = training.load_checkpoint(straight_run / "last.safetensors", model, optimizer)
+    config, state = trainer.load_checkpoint(straight_run / "last.safetensors", model, optimizer)
     assert config == tiny_config() and state["epoch"] == 2
     assert optimizer.param_groups[0]["lr"] == 1e-3
     again = tmp_path / "again.safetensors"
-    training.save_checkpoint(again, model, optimizer, config, state)
+    trainer.save_checkpoint(again, model, optimizer, config, state)
     original, reloaded = load_file(str(straight_run / "last.safetensors")), load_file(str(again))
     assert original.keys() == reloaded.keys()
     assert all(torch.equal(original[key], reloaded[key]) for key in original)
@@ -232,29 +235,29 @@ def test_checkpoint_reloads_bit_identically(straight_run, tmp_path):
 
 
 def test_resume_equals_uninterrupted_run(data_root, straight_run, tmp_path):
-    training.train(tiny_config(epochs=1), data_root, tmp_path, progress=False, log=quiet)
-    training.train(tiny_config(epochs=2), data_root, tmp_path, progress=False, log=quiet)
+    trainer.train(tiny_config(epochs=1), data_root, tmp_path, progress=False, log=quiet)
+    trainer.train(tiny_config(epochs=2), data_root, tmp_path, progress=False, log=quiet)
     for name in ("last.safetensors", "best.safetensors"):
         straight, resumed = load_file(str(straight_run / name)), load_file(str(tmp_path / name))
         assert straight.keys() == resumed.keys()
         assert all(torch.equal(straight[key], resumed[key]) for key in straight), name
-    assert [row["epoch"] for row in training.read_log(tmp_path)] == [1, 2]
+    assert [row["epoch"] for row in trainer.read_log(tmp_path)] == [1, 2]
 
 
 def test_a_run_stopped_while_logging_redoes_that_epoch_on_resume(data_root, straight_run, tmp_path, monkeypatch):
-    real_write_log = training.write_log
+    real_write_log = trainer.write_log
 
     def stopped_while_logging_epoch_2(run_dir, rows):
         if rows[-1]["epoch"] == 2:
             raise KeyboardInterrupt
         real_write_log(run_dir, rows)
 
-    monkeypatch.setattr(training, "write_log", stopped_while_logging_epoch_2)
+    monkeypatch.setattr(trainer, "write_log", stopped_while_logging_epoch_2)
     with pytest.raises(KeyboardInterrupt):
-        training.train(tiny_config(epochs=2), data_root, tmp_path, progress=False, log=quiet)
+        trainer.train(tiny_config(epochs=2), data_root, tmp_path, progress=False, log=quiet)
     monkeypatch.undo()
-    training.train(tiny_config(epochs=2), data_root, tmp_path, progress=False, log=quiet)
-    assert [row["epoch"] for row in training.read_log(tmp_path)] == [1, 2]  # no epoch without its log row
+    trainer.train(tiny_config(epochs=2), data_root, tmp_path, progress=False, log=quiet)
+    assert [row["epoch"] for row in trainer.read_log(tmp_path)] == [1, 2]  # no epoch without its log row
     straight, resumed = load_file(str(straight_run / "last.safetensors")), load_file(str(tmp_path / "last.safetensors"))
     assert all(torch.equal(straight[key], resumed[key]) for key in straight)
 
@@ -267,7 +270,7 @@ def test_resume_refuses_other_data_and_keeps_the_split(data_root, straight_run, 
     split_before = (tmp_path / "split.json").read_text(encoding="utf-8")
     other_data = write_task(tmp_path / "other", cases=("16", "30"))
     with pytest.raises(InputError, match="trained on other images"):
-        training.train(tiny_config(epochs=3), other_data, tmp_path, progress=False, log=quiet)
+        trainer.train(tiny_config(epochs=3), other_data, tmp_path, progress=False, log=quiet)
     assert (tmp_path / "split.json").read_text(encoding="utf-8") == split_before
 
 
@@ -276,18 +279,18 @@ def test_resume_refuses_other_settings(data_root, straight_run, tmp_path):
 
     shutil.copy(straight_run / "last.safetensors", tmp_path / "last.safetensors")
     with pytest.raises(InputError, match="other settings"):
-        training.train(tiny_config(epochs=3, lr=5e-4), data_root, tmp_path, progress=False, log=quiet)
+        trainer.train(tiny_config(epochs=3, lr=5e-4), data_root, tmp_path, progress=False, log=quiet)
 
 
 def test_seeded_case_split_without_fixed_cases(tmp_path):
     root = write_task(tmp_path, task="MRI-SPECT", cases=("50", "51", "52"), colour=True)
-    pairs = training.task_pairs(root, "MRI-SPECT")
-    train_pairs, val_pairs = training.split_pairs(pairs, "MRI-SPECT", seed=3407)
+    pairs = trainer.task_pairs(root, "MRI-SPECT")
+    train_pairs, val_pairs = trainer.split_pairs(pairs, "MRI-SPECT", seed=3407)
     assert len({p.case for p in val_pairs}) == 1 and not {p.case for p in train_pairs} & {p.case for p in val_pairs}
-    assert training.split_pairs(pairs, "MRI-SPECT", seed=3407) == (train_pairs, val_pairs)
-    one_case = training.task_pairs(write_task(tmp_path / "one", cases=("50",)), "MRI-CT")
+    assert trainer.split_pairs(pairs, "MRI-SPECT", seed=3407) == (train_pairs, val_pairs)
+    one_case = trainer.task_pairs(write_task(tmp_path / "one", cases=("50",)), "MRI-CT")
     with pytest.raises(InputError, match="two cases"):
-        training.split_pairs(one_case, "MRI-CT", seed=3407)
+        trainer.split_pairs(one_case, "MRI-CT", seed=3407)
 
 
 def test_colour_images_become_luma(tmp_path):
@@ -299,7 +302,7 @@ def test_colour_images_become_luma(tmp_path):
 
 def test_cli_trains_and_registers(data_root, tmp_path):
     parser = argparse.ArgumentParser()
-    training.register_cli(parser.add_subparsers())
+    trainer.register_cli(parser.add_subparsers())
     config_file = tmp_path / "config.json"
     tiny_config(epochs=1, steps_per_epoch=1).save(config_file)
     models = tmp_path / "models"
@@ -310,7 +313,7 @@ def test_cli_trains_and_registers(data_root, tmp_path):
     manifest = json.loads((models / "manifest.json").read_text(encoding="utf-8"))
     entry = manifest["models"]["MRI-CT"]
     assert entry["file"] == "mri-ct.safetensors" and entry["val_cases"] == ["16"]
-    from EdgeFusionLib.weights import load_model
+    from EdgeFusionLib.model.weights import load_model
 
     assert isinstance(load_model("MRI-CT", folder=models), EHDRAN)
     bad = parser.parse_args(["train", "--task", "MRI-CT", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x")])
@@ -321,6 +324,6 @@ def test_deterministic_cuda_settings_hold_only_while_training():
     # Set and read without a GPU: CI checks the switch that GPU training runs under.
     cudnn = torch.backends.cudnn
     before = (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled())
-    with training.deterministic_cuda():
+    with trainer.deterministic_cuda():
         assert (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled()) == (False, True, True)
     assert (cudnn.benchmark, cudnn.deterministic, torch.are_deterministic_algorithms_enabled()) == before

@@ -28,12 +28,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from EdgeFusionLib.engine import FusionEngine, resolve_device  # noqa: E402
 from EdgeFusionLib.errors import MissingWeightsError  # noqa: E402
-from EdgeFusionLib.methods import DEFAULT_METHOD  # noqa: E402
-from EdgeFusionLib.network import EHDRAN  # noqa: E402
-from EdgeFusionLib.rules import SFNN_REDUCTIONS  # noqa: E402
-from EdgeFusionLib.weights import load_model  # noqa: E402
+from EdgeFusionLib.fusion.engine import FusionEngine, resolve_device  # noqa: E402
+from EdgeFusionLib.fusion.methods import DEFAULT_METHOD  # noqa: E402
+from EdgeFusionLib.fusion.rules import SFNN_REDUCTIONS  # noqa: E402
+from EdgeFusionLib.model.network import EHDRAN  # noqa: E402
+from EdgeFusionLib.model.weights import load_model  # noqa: E402
 
 
 def reference_fuse(model, mri01: np.ndarray, other01: np.ndarray, device: str, reduction: str = "max2") -> np.ndarray:

@@ -21,8 +21,8 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))
 
-from EdgeFusionLib.baselines import PIXEL_METHODS  # noqa: E402
-from EdgeFusionLib.metrics import mean_rank  # noqa: E402
+from EdgeFusionLib.evaluation.metrics import mean_rank  # noqa: E402
+from EdgeFusionLib.fusion.baselines import PIXEL_METHODS  # noqa: E402
 
 TASKS = ("MRI-CT", "MRI-SPECT", "MRI-PET")
 

@@ -21,8 +21,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from EdgeFusionLib import atlas, evaluate, metrics  # noqa: E402
-from EdgeFusionLib.engine import FusionEngine  # noqa: E402
+from EdgeFusionLib.evaluation import (
+    evaluate,
+    metrics,  # noqa: E402
+)
+from EdgeFusionLib.fusion.engine import FusionEngine  # noqa: E402
+from EdgeFusionLib.io import atlas
 
 TASK = "MRI-CT"
 CT_SHARES = (0.2, 0.3, 0.35, 0.4, 0.5, 0.6, 0.65, 0.7, 0.8)

@@ -10,7 +10,7 @@ Two layouts are supported, and every path in the module is found through here:
   ``<repo>/EdgeFusionLib`` and ``<repo>/Resources`` one level up.
 
 In both layouts the shared resources (``Resources/Models``, ``Resources/SampleData``)
-sit beside ``EdgeFusionLib/``, which is also where ``EdgeFusionLib.weights`` looks.
+sit beside ``EdgeFusionLib/``, which is also where ``EdgeFusionLib.model.weights`` looks.
 """
 
 from __future__ import annotations

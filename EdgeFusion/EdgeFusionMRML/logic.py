@@ -5,7 +5,7 @@ background process (see :mod:`EdgeFusionMRML.background`):
 
 1. :meth:`VolumeFusionLogic.prepare` checks the inputs and copies everything the
    fusion needs out of the scene (voxels, geometry, colours) into a :class:`FusionJob`;
-2. :meth:`VolumeFusionLogic.run` fuses the job's images (``EdgeFusionLib.fusion.fuse_images``);
+2. :meth:`VolumeFusionLogic.run` fuses the job's images (``EdgeFusionLib.fusion.pipeline.fuse_images``);
 3. :meth:`VolumeFusionLogic.finish` writes the fused image into a volume node.
 
 Only step 3 changes the scene, and only after the fusion succeeded: a run that
@@ -270,7 +270,7 @@ class VolumeFusionLogic:
         """
         environment.ensure_library_importable()
         from EdgeFusionLib.errors import InputError
-        from EdgeFusionLib.io import check_image
+        from EdgeFusionLib.io.images import check_image
 
         problem = self.validate_inputs(mri_node, other_node, modality, output_node)
         if problem:
@@ -325,7 +325,7 @@ class VolumeFusionLogic:
         Raises ``EdgeFusionLib.errors.FusionCancelled`` when ``cancel()`` returns True.
         """
         environment.ensure_library_importable()
-        from EdgeFusionLib.fusion import fuse_images
+        from EdgeFusionLib.fusion.pipeline import fuse_images
 
         return fuse_images(
             job.mri_image,

@@ -138,7 +138,7 @@ def colour_table(colour_node, procedural_samples: int = PROCEDURAL_COLOUR_SAMPLE
     nodes ("PET-Heat", "PET-Rainbow2", ...) are continuous transfer functions,
     sampled at ``procedural_samples`` evenly spaced points over their range. The
     slice viewer stretches the same colours over the display window, so
-    ``EdgeFusionLib.colour.apply_colour_table`` with the window as range
+    ``EdgeFusionLib.fusion.colour.apply_colour_table`` with the window as range
     reproduces what the user sees.
     """
     scalars_to_colours = colour_node.GetScalarsToColors()

@@ -42,7 +42,7 @@ def write_error(job_folder: Path, kind: str, message: str) -> None:
 
 def device_description(device: str) -> tuple[str, str]:
     """(resolved device, human-readable name) for the status line."""
-    from EdgeFusionLib.engine import available_devices, resolve_device
+    from EdgeFusionLib.fusion.engine import available_devices, resolve_device
 
     resolved = resolve_device(device)
     for entry in available_devices():  # "cuda:0", "cuda:1", ...: torch uses the first
@@ -59,7 +59,7 @@ def run(job_folder: Path) -> int:
     import SimpleITK as sitk
 
     from EdgeFusionLib.errors import FusionCancelled, InputError
-    from EdgeFusionLib.fusion import fuse_images
+    from EdgeFusionLib.fusion.pipeline import fuse_images
 
     cancel_file = job_folder / "cancel"
     start = time.perf_counter()

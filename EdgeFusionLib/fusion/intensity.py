@@ -26,7 +26,7 @@ import dataclasses
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 MODALITIES = ("mri", "ct", "spect", "pet")
 CT_WINDOW_HU = (-100.0, 200.0)

@@ -14,7 +14,7 @@ Two facts of the architecture make most of the encoder's convolutions collapse:
 The dense DRGO branch, the Sobel branch and the pyramid keep full 64-channel work.
 Everything else is precomputed once from the trained weights (eval mode: BatchNorm
 uses running statistics, dropout is off). ``Testing/test_network.py`` checks it
-against :class:`EdgeFusionLib.network.Encoder` to float precision, borders included.
+against :class:`EdgeFusionLib.model.network.Encoder` to float precision, borders included.
 Tensors are kept channels-last, which oneDNN runs ~1.5x faster on CPU.
 """
 

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import InputError
-from .network import SOBEL_X
+from ..errors import InputError
+from ..model.network import SOBEL_X
 
 PERCEPTUAL_TERMS = ("ssim", "vgg", "none")
 

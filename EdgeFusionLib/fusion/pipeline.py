@@ -11,10 +11,10 @@ import functools
 
 import numpy as np
 
+from ..errors import InputError
+from ..io.images import as_rgb_or_scalar, as_scalar, as_slice_of, check_image, resample_onto, squeeze_single_slice
 from .engine import CancelCallback, FusionEngine, ProgressCallback
-from .errors import InputError
 from .intensity import EIGHT_BIT_WINDOW, IntensityWindow, window_for
-from .io import as_rgb_or_scalar, as_scalar, as_slice_of, check_image, resample_onto, squeeze_single_slice
 
 #: modality of the other image -> task (which trained model fuses it)
 TASK_OF_MODALITY = {"ct": "MRI-CT", "spect": "MRI-SPECT", "pet": "MRI-PET"}

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import ndimage
 
-from EdgeFusionLib.metrics import check_unit_images
+from EdgeFusionLib.evaluation.metrics import check_unit_images
 
 PixelMethod = Callable[[np.ndarray, np.ndarray], np.ndarray]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 #: task -> (folder of the other modality, modality name used by the engine)
 TASKS: dict[str, tuple[str, str]] = {
@@ -100,7 +100,7 @@ def read_grey01(path: Path | str) -> tuple[np.ndarray, np.ndarray | None]:
     """
     from PIL import Image
 
-    from .colour import luma
+    from ..fusion.colour import luma
 
     with Image.open(path) as image:
         if image.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit grey (Pillow reads some as "I")

@@ -36,11 +36,11 @@ from pathlib import Path
 
 import numpy as np
 
-from EdgeFusionLib import atlas
-from EdgeFusionLib.baselines import PIXEL_METHODS
-from EdgeFusionLib.colour import luma, replace_luma
-from EdgeFusionLib.io import to_8bit
-from EdgeFusionLib.metrics import METRIC_LABELS, METRICS, compute_metrics, mean_rank
+from EdgeFusionLib.evaluation.metrics import METRIC_LABELS, METRICS, compute_metrics, mean_rank
+from EdgeFusionLib.fusion.baselines import PIXEL_METHODS
+from EdgeFusionLib.fusion.colour import luma, replace_luma
+from EdgeFusionLib.io import atlas
+from EdgeFusionLib.io.images import to_8bit
 
 #: The files written to the output folder, by kind.
 OUTPUT_FILES = {"markdown": "results.md", "csv": "results.csv", "json": "results.json", "figure": "figure.png"}
@@ -124,7 +124,7 @@ def select_pairs(
 
 def default_methods(task: str) -> list[str]:
     """The task's default network method and every pixel baseline."""
-    network = [importlib.import_module("EdgeFusionLib.methods").DEFAULT_METHOD[task]]
+    network = [importlib.import_module("EdgeFusionLib.fusion.methods").DEFAULT_METHOD[task]]
     return network + [name for name in PIXEL_METHODS if name not in network]
 
 
@@ -132,12 +132,12 @@ def method_fusers(methods: Sequence[str], task: str, device: str = "auto") -> di
     """{method: fn(mri01, other01) -> fused01}; raises ValueError for an unknown method.
 
     Pixel baselines run directly; any other name is a network method of
-    ``EdgeFusionLib.fusion.fuse_2d_arrays``.
+    ``EdgeFusionLib.fusion.pipeline.fuse_2d_arrays``.
     """
     if not methods:
         raise ValueError("no methods to evaluate")
     methods = list(dict.fromkeys(methods))  # drop repeats, keep order
-    known = list(importlib.import_module("EdgeFusionLib.methods").method_names())
+    known = list(importlib.import_module("EdgeFusionLib.fusion.methods").method_names())
     fusers: dict[str, Fuser] = {}
     for method in methods:
         if method in PIXEL_METHODS:
@@ -145,7 +145,7 @@ def method_fusers(methods: Sequence[str], task: str, device: str = "auto") -> di
             continue
         if method not in known:
             raise ValueError(f"unknown method {method!r}; choose from {', '.join(known)}")
-        fusion = importlib.import_module("EdgeFusionLib.fusion")
+        fusion = importlib.import_module("EdgeFusionLib.fusion.pipeline")
         fusers[method] = _network_fuser(fusion.fuse_2d_arrays, task, method, device)
     return fusers
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import InputError
+from ..errors import InputError
 
 # Single-file formats only: a header + data pair (.nhdr, .mhd) could not be renamed atomically.
 WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".png", ".tif", ".tiff")

@@ -1,8 +1,8 @@
 """Every fusion method a user can pick, in one registry.
 
 * latent methods run the EH-DRAN encoder on both images, merge the latents with a
-  rule from :mod:`EdgeFusionLib.rules` and decode (they need trained weights);
-* pixel methods are the classical baselines of :mod:`EdgeFusionLib.baselines`
+  rule from :mod:`EdgeFusionLib.fusion.rules` and decode (they need trained weights);
+* pixel methods are the classical baselines of :mod:`EdgeFusionLib.fusion.baselines`
   (no weights), so every comparison can include them.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from .errors import InputError
+from ..errors import InputError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,8 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .atlas import TASKS, VALIDATION_CASES, Pair, check_task, read_grey01, split_by_case, task_pairs
-from .errors import InputError
+from ..errors import InputError
+from ..io.atlas import TASKS, VALIDATION_CASES, Pair, check_task, read_grey01, split_by_case, task_pairs
 
 CHECKPOINT_NAME = "last.safetensors"
 #: Full-size training images (evenly spaced) whose batch statistics set the BatchNorm's running
@@ -339,7 +339,7 @@ def validate(model, images: list[np.ndarray], device) -> dict[str, float]:
     """Mean PSNR, SSIM (``metrics``) and Sobel gradient loss of full-size reconstructions."""
     import torch
 
-    from . import metrics
+    from ..evaluation import metrics
     from .losses import gradient_loss
 
     was_training = model.training
@@ -421,9 +421,9 @@ def train(config: TrainConfig, data_dir: Path | str, out_dir: Path | str, progre
 def _train(config: TrainConfig, device, data_dir: Path, out_dir: Path, progress: bool, resume: bool, log) -> Path:
     import torch
 
+    from ..model.network import EHDRAN
+    from ..model.weights import save_weights
     from .losses import ReconstructionLoss
-    from .network import EHDRAN
-    from .weights import save_weights
 
     out_dir.mkdir(parents=True, exist_ok=True)
     pairs = task_pairs(data_dir, config.task)
@@ -529,7 +529,7 @@ def register_run(run_dir: Path | str, models_folder: Path | str, config_file: st
     """Copy a run's best weights to ``<models_folder>/<task>.safetensors`` and add them to its manifest."""
     import shutil
 
-    from .weights import register_weights
+    from ..model.weights import register_weights
 
     run_dir, models_folder = Path(run_dir), Path(models_folder)
     summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))

@@ -12,8 +12,9 @@ import json
 import os
 from pathlib import Path
 
-from .atlas import check_task
-from .errors import InputError, MissingWeightsError
+from .. import RESOURCES_DIR
+from ..errors import InputError, MissingWeightsError
+from ..io.atlas import check_task
 
 #: Overrides the models folder (e.g. a user's own trained weights with their own manifest).
 MODELS_DIR_ENV = "EDGEFUSION_MODELS_DIR"
@@ -26,7 +27,7 @@ def models_dir() -> Path:
     if override:
         return Path(override)
     # Source tree and Slicer install: EdgeFusionLib/ sits beside Resources/.
-    return Path(__file__).resolve().parent.parent / "Resources" / "Models"
+    return RESOURCES_DIR / "Models"
 
 
 def read_manifest(folder: Path | None = None) -> dict:

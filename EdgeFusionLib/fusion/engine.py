@@ -15,10 +15,10 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import FusionCancelled, InputError
+from ..io.images import to_8bit
 from .colour import apply_colour_table, rgb_to_ycbcr, ycbcr_to_rgb
-from .errors import FusionCancelled, InputError
 from .intensity import UNIT_WINDOW, IntensityWindow
-from .io import to_8bit
 from .methods import DEFAULT_METHOD, get_method
 
 ProgressCallback = Callable[[int, int], None]
@@ -63,15 +63,15 @@ def available_devices() -> list[dict]:
 class FusionEngine:
     """Fuses an MRI with another modality, slice by slice, with one method.
 
-    ``method``: a name from :func:`EdgeFusionLib.methods.method_names` (default: the
+    ``method``: a name from :func:`EdgeFusionLib.fusion.methods.method_names` (default: the
     task's default). Latent methods need EH-DRAN weights: ``model`` (an
-    :class:`~EdgeFusionLib.network.EHDRAN`) or, when None, the bundled weights of
+    :class:`~EdgeFusionLib.model.network.EHDRAN`) or, when None, the bundled weights of
     ``task``. ``batch_size`` None picks the device's default.
     """
 
     def __init__(self, method: str | None = None, task: str = "MRI-CT", device: str = "auto",
                  batch_size: int | None = None, model=None):
-        from .atlas import check_task
+        from ..io.atlas import check_task
 
         check_task(task)
         self.method = get_method(method or DEFAULT_METHOD[task])
@@ -89,9 +89,9 @@ class FusionEngine:
 
         import torch
 
-        from .folded import FoldedEncoder
+        from ..model.folded import FoldedEncoder
+        from ..model.weights import load_model
         from .rules import LATENT_RULES
-        from .weights import load_model
 
         if model is None:
             model = load_model(self.task, "cpu")

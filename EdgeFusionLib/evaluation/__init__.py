@@ -1,0 +1,1 @@
+"""Fusion quality metrics and the ``edgefusion evaluate`` report."""

@@ -1,0 +1,1 @@
+"""Reading, checking, resampling and writing images; the paired-image folder layout."""

@@ -1,0 +1,1 @@
+"""The EH-DRAN network, its folded inference form and its bundled weights."""

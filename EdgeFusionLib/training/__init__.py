@@ -1,0 +1,1 @@
+"""Stage-1 training of EH-DRAN (autoencoder reconstruction) and its loss terms."""
