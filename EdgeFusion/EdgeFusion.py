@@ -42,14 +42,16 @@ from slicer.util import VTKObservationMixin
 
 from EdgeFusionMRML import dependencies, environment
 from EdgeFusionMRML.background import BackgroundFusion
-from EdgeFusionMRML.logic import COLOUR_MODALITIES, MODALITY_LABELS, VolumeFusionLogic
+from EdgeFusionMRML.logic import VolumeFusionLogic, modality_entry
+
+environment.ensure_library_importable()
+from EdgeFusionLib.modality import MODALITIES  # noqa: E402  (the modality table; imports nothing heavy)
 
 #: Oldest torch EdgeFusionLib is tested with (passed to the PyTorch extension's installer).
 MINIMUM_TORCH_VERSION = "2.1"
 #: How often the panel checks on a running fusion (milliseconds).
 PROGRESS_POLL_INTERVAL_MS = 200
-#: Colour table offered for a greyscale SPECT/PET that is displayed in grey.
-DEFAULT_COLOUR_TABLE_NAME = "PET-Heat"
+
 
 
 #
@@ -131,7 +133,7 @@ class EdgeFusionParameterNode:
 
     mriVolume: vtkMRMLScalarVolumeNode
     otherVolume: Union[vtkMRMLScalarVolumeNode, vtkMRMLVectorVolumeNode, None]
-    modality: Annotated[str, Choice(["CT", "SPECT", "PET"])] = "CT"
+    modality: Annotated[str, Choice([entry.label for entry in MODALITIES.values()])] = next(iter(MODALITIES.values())).label
     outputVolume: Union[vtkMRMLScalarVolumeNode, vtkMRMLVectorVolumeNode, None]
     fusionRule: str = ""
     slicePlane: SlicePlane = SlicePlane.AUTOMATIC
@@ -237,7 +239,7 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _selectDefaultInputs(self) -> None:
         """Pick the first volume of a known CT/SPECT/PET modality as the second input and another as MRI."""
         volumes = [node for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode") if not node.IsA("vtkMRMLLabelMapVolumeNode")]
-        other = next((node for node in volumes if self.logic.guess_modality(node)), None)
+        other = next((node for node in volumes if self.logic.guess_modality(node).modality), None)
         mri = next((node for node in volumes if node is not other and not node.IsA("vtkMRMLVectorVolumeNode")), None)
         if mri:
             self._parameterNode.mriVolume = mri
@@ -280,7 +282,7 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         parameters = self._parameterNode
         greyColourVolume = (
             parameters.otherVolume is not None
-            and parameters.modality.lower() in COLOUR_MODALITIES
+            and modality_entry(parameters.modality).shown_in_colour
             and not parameters.otherVolume.IsA("vtkMRMLVectorVolumeNode")
         )
         self.ui.colourTableSelector.enabled = greyColourVolume
@@ -305,17 +307,21 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ---------------------------------------------------------------- GUI events
 
     def _fillInFromOtherVolume(self, node) -> None:
-        """Fill in the modality (DICOM modality or name) and a colour table for a newly chosen second volume."""
+        """Preselect the modality (DICOM modality or name) and a colour table for a newly chosen second volume.
+
+        The status line says where the modality came from, or that it must be chosen, so that a
+        guess is never taken silently (the command line refuses to guess where this panel asks).
+        """
         if node is None:
             return
-        modality = self.logic.guess_modality(node)
-        if modality:
-            self._parameterNode.modality = MODALITY_LABELS[modality]
-        displayColour = self.logic.display_colour_node(node)
-        if displayColour is not None and displayColour.GetName() != "Grey":
-            self._parameterNode.colourTable = displayColour
-        elif self._parameterNode.colourTable is None:
-            self._parameterNode.colourTable = slicer.mrmlScene.GetFirstNodeByName(DEFAULT_COLOUR_TABLE_NAME)
+        guess = self.logic.guess_modality(node)
+        if guess.modality is not None:
+            self._parameterNode.modality = guess.modality.label
+            self.ui.statusLabel.text = _("Modality {label} preselected: {reason}. Change it if that is wrong.").format(
+                label=guess.modality.label, reason=guess.reason)
+        else:
+            self.ui.statusLabel.text = _("Choose the modality of '{name}': {reason}.").format(name=node.GetName(), reason=guess.reason)
+        self._parameterNode.colourTable = self.logic.fusion_colour_node(node)
 
     def onFusionRuleChanged(self, index) -> None:
         if self._parameterNode is not None and index >= 0:
@@ -606,7 +612,7 @@ class EdgeFusionTest(ScriptedLoadableModuleTest):
 
         mri, ct = self._loadPhantom("EdgeFusionPhantom-MRI"), self._loadPhantom("EdgeFusionPhantom-CT")
         logic = EdgeFusionLogic()
-        self.assertEqual(logic.guess_modality(ct), "ct")
+        self.assertEqual(logic.guess_modality(ct).modality.name, "ct")
         fused = logic.fuse(mri, ct, "ct", method="pixel-average")
         self.assertEqual(fused.GetClassName(), "vtkMRMLScalarVolumeNode")
         self.assertEqual(fused.GetImageData().GetDimensions(), mri.GetImageData().GetDimensions())
@@ -640,7 +646,7 @@ class EdgeFusionTest(ScriptedLoadableModuleTest):
         self.delayDisplay("MRI + greyscale SPECT through PET-Heat")
         mri, spect = self._loadPhantom("EdgeFusionPhantom-MRI"), self._loadPhantom("EdgeFusionPhantom-SPECT")
         logic = EdgeFusionLogic()
-        self.assertEqual(logic.guess_modality(spect), "spect")
+        self.assertEqual(logic.guess_modality(spect).modality.name, "spect")
         fused = logic.fuse(mri, spect, "spect", method="pixel-average", colour_node=slicer.util.getNode("PET-Heat"))
         self.assertEqual(fused.GetClassName(), "vtkMRMLVectorVolumeNode")
         self.assertEqual(fused.GetImageData().GetNumberOfScalarComponents(), 3)

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .devices import DEFAULT_BATCH_SIZE, DEVICE_CHOICES
 from .errors import FusionCancelled, InputError
 
 EXIT_BAD_INPUT = 2
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .modality import MODALITIES, TASKS
+
     parser = argparse.ArgumentParser(prog="edgefusion", description="EH-DRAN fusion of MRI with CT, SPECT or PET.")
     parser.add_argument("--version", action="version", version=f"edgefusion {__version__}")
     commands = parser.add_subparsers(title="commands")
@@ -47,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("mri", type=Path, help="MRI: PNG/JPEG/TIFF/BMP, NIfTI, NRRD, MHA/MHD, or a DICOM series folder")
     fuse.add_argument("other", type=Path, help="CT, SPECT or PET of the same patient, same formats")
     fuse.add_argument("-o", "--output", type=Path, required=True, help="output file (.nii.gz, .nrrd, .mha, .png, .tif)")
-    fuse.add_argument("--modality",
-                      help="modality of OTHER (default: from its DICOM tags or file name)")
+    fuse.add_argument("--modality", help=f"modality of OTHER: {', '.join(MODALITIES)} (default: from its DICOM "
+                                         "Modality tag, else from a word of its file name such as ct or fdg)")
     _add_engine_options(fuse)
     fuse.add_argument("--axis", default="auto",
                       help="slicing axis of volumes: 0, 1, 2 (numpy z, y, x) or auto = acquisition plane (default)")
@@ -60,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.set_defaults(func=run_fuse)
 
     batch = commands.add_parser("batch", help="fuse every pair of same-named 2D images in two folders")
-    batch.add_argument("--task", required=True, choices=["MRI-CT", "MRI-SPECT", "MRI-PET"])
+    batch.add_argument("--task", required=True, choices=list(TASKS))
     batch.add_argument("--mri-dir", type=Path, required=True)
     batch.add_argument("--other-dir", type=Path, required=True)
     batch.add_argument("--out-dir", type=Path, required=True, help="receives NAME.png for every pair (created if needed)")
@@ -73,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="fuse the bundled sample data and write a comparison figure")
     demo.add_argument("--out-dir", type=Path, default=Path("demo-output"))
-    demo.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    _add_device_option(demo)
     demo.set_defaults(func=run_demo)
 
     # evaluate and train are defined beside their code
@@ -90,58 +93,52 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
                         help="fusion method: a latent rule (e.g. sfnn, sfnn-compensated, local-activity, max) or a "
                              "pixel baseline (pixel-average, pixel-max, laplacian-pyramid, dwt, guided-filter); "
                              "default: the task's default. `edgefusion info` lists all names and the defaults.")
-    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or mps")
-    parser.add_argument("--batch-size", type=int, help="slices per batch (default: 1 on CPU, 16 on CUDA, 8 on MPS)")
+    _add_device_option(parser)
+    parser.add_argument("--batch-size", type=int, help="slices per batch (default: " + ", ".join(
+        f"{size} on {device.upper()}" for device, size in DEFAULT_BATCH_SIZE.items()) + ")")
+
+
+def _add_device_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto",
+                        help=f"{', '.join(DEVICE_CHOICES)} or cuda:N (default: auto = CUDA, else MPS, else CPU)")
 
 
 # ------------------------------------------------------------------------- fuse
 
 def run_fuse(args) -> int:
-    from .fusion.engine import resolve_device
-    from .fusion.intensity import IntensityWindow
-    from .fusion.methods import get_method
-    from .fusion.pipeline import TASK_OF_MODALITY, check_modality, fuse_images
+    from .fusion.options import FusionOptions
+    from .fusion.pipeline import fuse_images
     from .io.images import check_not_an_input, check_output_format, check_writable, read_image, write_image
+    from .modality import check_modality
 
+    options = FusionOptions(method=args.method, axis=_parse_axis(args.axis), device=args.device,
+                            batch_size=args.batch_size, colour_table=_colormap(args.colormap) if args.colormap else None,
+                            ct_window=args.ct_window)
     check_writable(args.output)
     check_not_an_input(args.output, {"MRI": args.mri, "other image": args.other})
-    resolve_device(args.device)
-    if args.method:
-        get_method(args.method)
-    ct_window = tuple(args.ct_window) if args.ct_window else None
-    if ct_window is not None:
-        IntensityWindow(*ct_window)  # raises InputError for LOW >= HIGH before any file is read
+    options.check()  # what does not depend on the modality, before any file is read
     mri = read_image(args.mri, "MRI")
     check_output_format(args.output, mri)  # a volume cannot become a PNG: say so before the work
     other = read_image(args.other, "other image")
     modality = check_modality(args.modality) if args.modality else guess_modality(other, args.other)
-    axis = _parse_axis(args.axis)
-    colour_table = _colormap(args.colormap) if args.colormap else None
-    if colour_table is not None and modality == "ct":
-        raise InputError("--colormap applies to SPECT or PET, not CT")
-    if ct_window is not None and modality != "ct":
-        raise InputError(f"--ct-window applies to a CT, and the other image is {modality.upper()}")
+    options.check(modality.name)
     started = time.perf_counter()
     with _progress_bar("fusing") as progress:
-        fused = fuse_images(mri, other, modality, method=args.method, axis=axis, device=args.device,
-                            batch_size=args.batch_size, colour_table=colour_table, progress=progress,
-                            ct_window=ct_window)
+        fused = fuse_images(mri, other, modality.name, **options.arguments(), progress=progress)
     write_image(fused, args.output)
-    print(f"wrote {args.output} ({TASK_OF_MODALITY[modality]}, {time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    print(f"wrote {args.output} ({modality.task}, {time.perf_counter() - started:.1f} s)", file=sys.stderr)
     return 0
 
 
-def guess_modality(image, path: Path) -> str:
-    """Modality from the DICOM Modality tag, else from a word in the file name (one modality only)."""
-    from .modality import modalities_named, modality_of_dicom_code
+def guess_modality(image, path: Path):
+    """The modality of ``image`` read from ``path``: its DICOM Modality tag, else its file name (one modality only)."""
+    from .modality import guess_modality as guess
 
-    tagged = modality_of_dicom_code(image.GetMetaData("0008|0060")) if image.HasMetaDataKey("0008|0060") else None
-    if tagged:
-        return tagged
-    found = modalities_named(path.name)
-    if len(found) == 1:
-        return found[0]
-    raise InputError(f"cannot tell whether {path} is CT, SPECT or PET; pass --modality ct|spect|pet")
+    code = image.GetMetaData("0008|0060") if image.HasMetaDataKey("0008|0060") else None
+    found = guess(code, path.name)
+    if found.modality is None:
+        raise InputError(f"cannot tell whether {path} is CT, SPECT or PET: {found.reason}; pass --modality ct|spect|pet")
+    return found.modality
 
 
 def _parse_axis(text: str) -> int | None:
@@ -195,11 +192,17 @@ def run_batch(args) -> int:
     import numpy as np
     import SimpleITK as sitk
 
-    from .fusion.pipeline import prepare_inputs
-    from .io.atlas import TASKS, find_pairs, unmatched_names
-    from .io.images import check_not_an_input, read_image, squeeze_single_slice, to_8bit, write_image
+    from .fusion.colour import delivered_8bit
+    from .fusion.engine import FusionEngine
+    from .fusion.pipeline import fuse_prepared, prepare_inputs
+    from .io.atlas import find_pairs, unmatched_names
+    from .io.images import check_not_an_input, read_image, squeeze_single_slice, write_image
+    from .modality import check_task
 
-    modality = TASKS[args.task][1]
+    other_modality = check_task(args.task)
+    modality = other_modality.name
+    # The engine first: an unknown method or device, or missing weights, is refused before any pair is read.
+    engine = FusionEngine(args.method, args.task, args.device, args.batch_size)  # weights loaded once
     pairs = find_pairs(args.mri_dir, args.other_dir)
     out_dir = args.out_dir
     check_not_an_input(out_dir, {"--mri-dir": args.mri_dir, "--other-dir": args.other_dir})
@@ -210,7 +213,7 @@ def run_batch(args) -> int:
         raise InputError(f"cannot write into {out_dir}")
     images = []
     for pair in pairs:  # read and check everything before any fusion work
-        mri, other = prepare_inputs(read_image(pair.mri_path, "MRI"), read_image(pair.other_path, modality.upper()), modality)
+        mri, other = prepare_inputs(read_image(pair.mri_path, "MRI"), read_image(pair.other_path, other_modality.label), modality)
         if squeeze_single_slice(mri).GetDimension() != 2:
             raise InputError(f"batch fuses 2D images; {pair.mri_path} is {mri.GetDimension()}D (use `edgefusion fuse`)")
         images.append((pair.name, mri, other))
@@ -218,19 +221,15 @@ def run_batch(args) -> int:
     if skipped:
         print(f"edgefusion: {len(skipped)} image(s) without a partner skipped: {', '.join(skipped[:5])}", file=sys.stderr)
 
-    from .fusion.engine import FusionEngine
-    from .fusion.pipeline import fuse_prepared
-
-    engine = FusionEngine(args.method, args.task, args.device, args.batch_size)  # weights loaded once
     out_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".edgefusion-partial-", dir=out_dir))
     try:
         with _progress_bar("fusing pairs") as progress:
             for done, (name, mri, other) in enumerate(images, start=1):
                 fused = fuse_prepared(mri, other, modality, engine)
-                if modality != "ct" and fused.GetNumberOfComponentsPerPixel() == 1:
+                if other_modality.shown_in_colour and fused.GetNumberOfComponentsPerPixel() == 1:
                     # The contract is RGB PNGs for SPECT/PET, even for a grey input.
-                    grey = to_8bit(sitk.GetArrayViewFromImage(fused))
+                    grey = delivered_8bit(sitk.GetArrayViewFromImage(fused))
                     fused = sitk.GetImageFromArray(np.repeat(grey[..., np.newaxis], 3, axis=-1), isVector=True)
                 write_image(fused, staging / f"{name}.png")
                 progress(done, len(images))
@@ -245,7 +244,7 @@ def run_batch(args) -> int:
 # ------------------------------------------------------------------------- info
 
 def info_dict() -> dict:
-    from .fusion.engine import available_devices
+    from .devices import available_devices
     from .fusion.methods import DEFAULT_METHOD, method_names
     from .model.network import EHDRAN, count_parameters
     from .model.weights import available_tasks, models_dir

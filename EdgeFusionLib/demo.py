@@ -75,6 +75,7 @@ def _draw(mri, resampled: dict, fused: dict, tables: dict, path: Path) -> None:
     import SimpleITK as sitk
 
     from .fusion.colour import apply_colour_table
+    from .io.files import atomic_path
     from .fusion.intensity import window_for
 
     middle = mri.GetSize()[2] // 2
@@ -93,10 +94,8 @@ def _draw(mri, resampled: dict, fused: dict, tables: dict, path: Path) -> None:
             axis.set_title(title)
             axis.axis("off")
     figure.suptitle("EdgeFusion demo: synthetic phantom (CC0), middle axial slice")
-    partial = path.with_name(f".{path.name}.partial.png")
     try:
-        figure.savefig(partial, dpi=100)
-        partial.replace(path)
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=100)
     finally:
         plt.close(figure)
-        partial.unlink(missing_ok=True)

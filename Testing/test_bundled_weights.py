@@ -15,7 +15,8 @@ import torch
 
 from EdgeFusionLib.evaluation import metrics
 from EdgeFusionLib.model import weights
-from EdgeFusionLib.io.atlas import TASKS, VALIDATION_CASES, read_grey01, task_pairs
+from EdgeFusionLib.io.atlas import VALIDATION_CASES, read_grey01, task_pairs
+from EdgeFusionLib.modality import TASKS
 from EdgeFusionLib.model.network import EHDRAN
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "harvard"

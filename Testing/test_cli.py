@@ -123,7 +123,7 @@ def test_ct_window_is_applied_and_checked(tmp_path, pair, capsys):
     code, _, err = run(capsys, "fuse", *pair, "-o", tmp_path / "x.png", "--modality", "ct", "--ct-window", 200, -100)
     assert code == 2 and "low < high" in err and not (tmp_path / "x.png").exists()
     code, _, err = run(capsys, "fuse", *pair, "-o", tmp_path / "y.png", "--modality", "spect", "--ct-window", -100, 200)
-    assert code == 2 and "--ct-window applies to a CT" in err and not (tmp_path / "y.png").exists()
+    assert code == 2 and "CT window applies to a CT" in err and not (tmp_path / "y.png").exists()
 
 
 def test_missing_weights_is_a_clear_error(tmp_path, pair, capsys, models_dir_empty):
@@ -246,3 +246,33 @@ def test_cancelled_fuse_writes_nothing(tmp_path, pair, capsys, monkeypatch):
     monkeypatch.setattr(fusion, "fuse_images", cancelled)
     code, _, err = run(capsys, "fuse", *pair, "-o", tmp_path / "f.png", "--modality", "ct")
     assert code == 130 and not (tmp_path / "f.png").exists()
+
+
+def test_colormap_shows_a_scalar_spect_in_colour_and_fuses_its_luma(tmp_path, capsys):
+    import matplotlib
+
+    from EdgeFusionLib.fusion.colour import apply_colour_table, delivered_8bit, luma
+    from EdgeFusionLib.fusion.intensity import window_for
+
+    mri_values = np.stack([phantom_slice(20, 24, s) for s in range(3)]).astype(np.float32) * 600
+    counts = np.stack([phantom_slice(20, 24, 7 + s) ** 3 for s in range(3)]).astype(np.float32) * 4000
+    for name, values in (("mri.nrrd", mri_values), ("perfusion.nrrd", counts)):
+        sitk.WriteImage(sitk.GetImageFromArray(values), str(tmp_path / name))
+    code, _, err = run(capsys, "fuse", tmp_path / "mri.nrrd", tmp_path / "perfusion.nrrd", "-o", tmp_path / "out.nrrd",
+                       "--modality", "spect", "--colormap", "hot", "--method", "pixel-average")
+    assert code == 0, err
+    fused = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out.nrrd")))
+    hot = matplotlib.colormaps["hot"](np.linspace(0, 1, 256))[:, :3]
+    rgb = apply_colour_table(window_for(counts, "spect").apply(counts), hot)
+    expected = delivered_8bit((window_for(mri_values, "mri").apply(mri_values) + luma(rgb)) / 2, rgb)
+    assert fused.shape == counts.shape + (3,)
+    np.testing.assert_array_equal(fused, expected)
+    assert (fused[..., 0].astype(int) - fused[..., 2]).max() > 100  # "hot": red-dominant where uptake is
+
+    code, _, err = run(capsys, "fuse", tmp_path / "mri.nrrd", tmp_path / "perfusion.nrrd", "-o", tmp_path / "x.nrrd",
+                       "--modality", "spect", "--colormap", "no-such-map")
+    assert code == 2 and "unknown colour map 'no-such-map'" in err
+    code, _, err = run(capsys, "fuse", tmp_path / "mri.nrrd", tmp_path / "perfusion.nrrd", "-o", tmp_path / "x.nrrd",
+                       "--modality", "ct", "--colormap", "hot")
+    assert code == 2 and "colour table applies to SPECT or PET, not CT" in err
+    assert not (tmp_path / "x.nrrd").exists()

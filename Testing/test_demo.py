@@ -22,10 +22,14 @@ def test_demo_fuses_the_phantom_and_draws_the_comparison(tmp_path):
     assert spect_fused.GetNumberOfComponentsPerPixel() == 3
     ct = sitk.GetArrayFromImage(ct_fused)
     assert 0 <= ct.min() and ct.max() <= 1 and ct.std() > 0.05  # a real image, not a constant
-    # the phantom's skull (bright on CT, dark on T1 MRI) must show in the fused image
-    mri_values = sitk.GetArrayFromImage(mri).astype(np.float32)
-    head = mri_values > 0
-    assert ct[head].mean() > 0.1
+    # The phantom's skull is bright on CT and dark on the T1 MRI: where it is, the fusion must be bright.
+    mri01, ct01 = windowed_sources("ct")
+    skull = (ct01 > 0.9) & (mri01 < 0.3)
+    assert skull.sum() > 1000  # the comparison below is over the skull, not over a few voxels
+    assert np.median(ct[skull]) > 0.8 > np.median(mri01[skull]) + 0.5  # the MRI alone would fail this
+    # Soft tissue is the MRI's: where the CT is flat mid-grey brain, the MRI's grey/white contrast stays.
+    brain = (ct01 > 0.3) & (ct01 < 0.6)
+    assert np.corrcoef(ct[brain], mri01[brain])[0, 1] > 0.9
     spect = sitk.GetArrayFromImage(spect_fused)
     assert (spect[..., 0].astype(int) - spect[..., 2]).max() > 50  # hot colour map: red-dominant voxels
     figure = Image.open(tmp_path / "comparison.png")
@@ -33,6 +37,19 @@ def test_demo_fuses_the_phantom_and_draws_the_comparison(tmp_path):
     assert np.asarray(figure.convert("L")).std() > 10
     assert sorted(p.name for p in tmp_path.iterdir()) == ["comparison.png", "phantom-mri-ct-fused.nrrd",
                                                           "phantom-mri-spect-fused.nrrd"]
+
+
+def windowed_sources(modality):
+    """The phantom MRI and the other volume on the MRI grid, each through its fusion window, in [0, 1]."""
+    from EdgeFusionLib.fusion.intensity import window_for
+    from EdgeFusionLib.fusion.pipeline import prepare_inputs
+    from EdgeFusionLib.io.images import read_image
+
+    names = {"ct": "EdgeFusionPhantom-CT.nrrd", "spect": "EdgeFusionPhantom-SPECT.nrrd"}
+    mri, other = prepare_inputs(read_image(SAMPLE_DIR / "EdgeFusionPhantom-MRI.nrrd"),
+                                read_image(SAMPLE_DIR / names[modality]), modality)
+    mri_values, other_values = sitk.GetArrayFromImage(mri), sitk.GetArrayFromImage(other)
+    return window_for(mri_values, "mri").apply(mri_values), window_for(other_values, modality).apply(other_values)
 
 
 def test_demo_refuses_unusable_output_paths_before_fusing(tmp_path, capsys, monkeypatch):

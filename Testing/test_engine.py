@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from EdgeFusionLib.fusion import engine as engine_module
-from EdgeFusionLib.fusion.engine import FusionEngine, pad_to_even, resolve_device
+from EdgeFusionLib.devices import resolve_device
+from EdgeFusionLib.fusion.engine import FusionEngine, pad_to_even
 from EdgeFusionLib.errors import FusionCancelled, InputError, MissingWeightsError
 from EdgeFusionLib.fusion.intensity import IntensityWindow
 from EdgeFusionLib.fusion.rules import LATENT_RULES, CompensatedRule, DecisionMapRule
@@ -158,9 +159,12 @@ def test_devices():
     assert resolve_device("cpu") == "cpu"
     with pytest.raises(InputError, match="unknown device"):
         resolve_device("tpu")
+    with pytest.raises(InputError, match="unknown device"):
+        resolve_device("cuda:first")
     if not torch.cuda.is_available():
-        with pytest.raises(InputError, match="not available"):
-            resolve_device("cuda")
+        for device in ("cuda", "cuda:0"):
+            with pytest.raises(InputError, match="not available"):
+                resolve_device(device)
 
 
 def test_latent_methods_need_weights(models_dir_empty):

@@ -17,6 +17,7 @@ from EdgeFusionLib.io import atlas
 from EdgeFusionLib.fusion.baselines import PIXEL_METHODS
 from EdgeFusionLib.fusion.colour import luma
 from EdgeFusionLib.evaluation.metrics import METRICS, compute_metrics, mean_rank
+from EdgeFusionLib.modality import TASKS
 
 CT_NAMES = ["05001", "16001", "16002", "32001"]  # cases 16 and 32 are MRI-CT's validation cases
 METHODS = ["pixel-average", "laplacian-pyramid"]
@@ -130,7 +131,7 @@ def test_colour_spect_is_scored_on_its_luma(dataset, tmp_path):
 
 
 def results_pair(dataset, name="21001", task="MRI-SPECT"):
-    other = atlas.TASKS[task][0]
+    other = TASKS[task].label
     return atlas.Pair(name=name, mri_path=dataset / task / "MRI" / f"{name}.png",
                       other_path=dataset / task / other / f"{name}.png")
 
@@ -143,7 +144,7 @@ def test_scores_are_those_of_the_png_that_batch_writes(dataset, tmp_path, method
 
     results = evaluate.run_evaluation(dataset, task, [method], tmp_path / "eval", examples=0, progress=False)
     folder = dataset / task
-    assert cli.main(["batch", "--task", task, "--mri-dir", str(folder / "MRI"), "--other-dir", str(folder / atlas.TASKS[task][0]),
+    assert cli.main(["batch", "--task", task, "--mri-dir", str(folder / "MRI"), "--other-dir", str(folder / TASKS[task].label),
                      "--out-dir", str(tmp_path / "batch"), "--method", method]) == 0
     for row in results["per_pair"][method]:
         with Image.open(tmp_path / "batch" / f"{row['pair']}.png") as image:

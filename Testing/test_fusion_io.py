@@ -237,3 +237,93 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         write_image(brain_mri((2, 4, 4)), tmp_path / "out.nii.gz")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_percentiles_of_a_large_volume_come_from_an_even_subsample(monkeypatch):
+    """Memory stays bounded: the window of a volume larger than the sample limit reads a strided subsample."""
+    import EdgeFusionLib.fusion.intensity as intensity
+
+    values = np.random.default_rng(3).gamma(2.0, 100.0, (150, 150, 150)).astype(np.float32)  # 3.4 M voxels
+    seen = []
+    real_percentile = np.percentile
+    monkeypatch.setattr(np, "percentile", lambda sample, q, **k: seen.append(sample.size) or real_percentile(sample, q, **k))
+    window = window_for(values, "mri")
+    assert len(seen) == 1 and intensity.PERCENTILE_SAMPLES // 2 <= seen[0] <= intensity.PERCENTILE_SAMPLES
+    exact = real_percentile(values, intensity.MRI_UPPER_PERCENTILE)
+    assert window.high == pytest.approx(exact, rel=0.01)  # the subsample lands on the true percentile
+    assert window.low == values.min()  # the minimum is exact: it is read from every voxel
+
+
+def test_fusion_options_survive_the_job_file_and_are_checked_before_work():
+    import json
+
+    from EdgeFusionLib.fusion.options import FusionOptions
+
+    table = apply_colour_table(np.linspace(0, 1, 7), np.random.default_rng(1).random((256, 3)))
+    options = FusionOptions(method="pixel-max", axis=2, device="cpu", batch_size=3, colour_table=table,
+                            colour_range=(0, 4000))
+    again = FusionOptions.from_json(json.loads(json.dumps(options.to_json())))
+    assert again == options
+    np.testing.assert_array_equal(again.colour_table, table)  # float32 colours, bit for bit
+    assert FusionOptions(batch_size=0, method="") == FusionOptions()  # a form's "default" values
+    options.check("spect")
+    for bad, modality, message in [
+        (FusionOptions(method="nope"), "ct", "unknown fusion method"),
+        (FusionOptions(axis=3), "ct", "axis"),
+        (FusionOptions(device="tpu"), "ct", "unknown device"),
+        (FusionOptions(batch_size=-2), "ct", "batch size"),
+        (FusionOptions(ct_window=(200, -100)), "ct", "low < high"),
+        (FusionOptions(ct_window=(-100, 200)), "pet", "CT window applies to a CT"),
+        (FusionOptions(colour_table=table), "ct", "colour table applies to SPECT or PET"),
+        (FusionOptions(colour_table=np.ones((1, 3))), "pet", "colour table must be"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            bad.check(modality)
+    with pytest.raises(InputError, match="unknown fusion options: speed"):
+        FusionOptions.from_json({"speed": 2})
+
+
+def test_fusion_options_are_exactly_the_arguments_of_fuse_images():
+    import inspect
+
+    from EdgeFusionLib.fusion.options import FusionOptions
+
+    assert set(FusionOptions().arguments()) <= set(inspect.signature(fuse_images).parameters)
+
+
+def test_missing_weights_are_refused_before_any_resampling(models_dir_empty, monkeypatch):
+    import EdgeFusionLib.fusion.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "resample_onto", lambda *a, **k: pytest.fail("resampled before the weights were found"))
+    mri, ct = brain_mri(), brain_mri()
+    ct.SetOrigin((-17.0, -20.0, -15.0))
+    with pytest.raises(InputError, match="no weights for task MRI-CT"):
+        fuse_images(mri, ct, "ct", method="sfnn")
+
+
+def test_the_delivered_8bit_image_has_the_fused_luma_and_the_colour_of_the_other_image():
+    from EdgeFusionLib.fusion.colour import delivered_8bit, luma, rgb_to_ycbcr
+
+    fused = np.array([[0.0, 0.2, 0.5, 1.0]], np.float32)
+    assert delivered_8bit(fused).tolist() == [[0, 51, 128, 255]]  # halves round up: 127.5 -> 128
+    rgb = np.array([[[0.9, 0.2, 0.1], [0.25, 0.18, 0.15], [0.55, 0.5, 0.42], [0.2, 0.2, 0.9]]], np.float32)
+    delivered = delivered_8bit(fused[:, 1:3], rgb[:, 1:3])
+    assert delivered.dtype == np.uint8 and delivered.shape == (1, 2, 3)
+    np.testing.assert_allclose(luma(delivered / 255.0), fused[:, 1:3], atol=2 / 255)
+    np.testing.assert_allclose(rgb_to_ycbcr(delivered / 255.0)[..., 1:], rgb_to_ycbcr(rgb[:, 1:3])[..., 1:], atol=3 / 255)
+
+
+def test_atomic_writes_replace_whole_files_or_leave_the_old_one(tmp_path):
+    from EdgeFusionLib.io.files import atomic_path, write_json_atomic
+
+    target = tmp_path / "fused.nii.gz"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as temporary:
+            assert temporary.parent == tmp_path and temporary.name.endswith(".nii.gz")  # writers pick formats by name
+            temporary.write_bytes(b"half")
+            raise RuntimeError("disk full")
+    assert target.read_bytes() == b"old" and sorted(tmp_path.iterdir()) == [target]
+    write_json_atomic(tmp_path / "a.json", {"b": 1, "a": [2]})
+    assert (tmp_path / "a.json").read_text(encoding="utf-8") == '{\n  "a": [\n    2\n  ],\n  "b": 1\n}\n'
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["a.json", "fused.nii.gz"]

@@ -1,4 +1,4 @@
-"""Fusion metrics (METHOD.md section 5): values known by construction, and cross-checks
+"""Fusion metrics (docs/method.md §5): values known by construction, and cross-checks
 against independent implementations (direct transcriptions of the reference algorithms,
 scipy/scikit-image, and values computed once with piq 0.8.0).
 
@@ -76,7 +76,7 @@ def test_identical_images_give_each_metric_its_perfect_score():
     entropy = metrics.en(CAMERA, CAMERA, CAMERA)
     perfect_edge = (
         0.9994 / (1 + math.exp(-15 * (1 - 0.5))) * 0.9879 / (1 + math.exp(-22 * (1 - 0.8)))
-    )  # Qg(1) Qa(1) with the METHOD.md constants
+    )  # Qg(1) Qa(1) with the Xydeas-Petrovic constants of docs/method.md §5
     assert values["psnr"] == math.inf
     assert values["ssim"] == pytest.approx(1.0)
     assert values["mi"] == pytest.approx(2 * entropy)  # I(A; A) = H(A), summed over two sources

@@ -1,4 +1,4 @@
-"""EH-DRAN architecture (METHOD.md section 1) and its folded inference encoder."""
+"""EH-DRAN architecture (docs/method.md §1) and its folded inference encoder."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Latent fusion rules (METHOD.md section 2)."""
+"""Latent fusion rules (docs/method.md §2)."""
 
 import pytest
 import torch

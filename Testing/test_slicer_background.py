@@ -95,16 +95,27 @@ def test_a_cancel_after_the_worker_finished_still_discards_its_result(app, phant
         run.close()
 
 
-def test_errors_in_the_worker_reach_the_user_as_one_line(app, phantom, tmp_path):
+def test_errors_in_the_worker_reach_the_user_as_one_line(app, phantom, tmp_path, monkeypatch):
     logic, mri, spect = phantom
-    job = logic.prepare(mri, spect, "spect", method="no-such-rule")
+    job = logic.prepare(mri, spect, "spect", method="sfnn")
+    empty_models = tmp_path / "no-models"
+    empty_models.mkdir()
+    monkeypatch.setenv("EDGEFUSION_MODELS_DIR", str(empty_models))  # the worker finds no weights
 
     run, status, _ = run_in_background(job, tmp_path)
     run.close()
 
     assert status.state == "failed"
-    assert "unknown fusion method 'no-such-rule'" in status.message
+    assert "no weights for task MRI-SPECT" in status.message
     assert "\n" not in status.message
+
+
+def test_an_unknown_method_is_refused_before_a_worker_starts(phantom):
+    from EdgeFusionLib.errors import InputError
+
+    logic, mri, spect = phantom
+    with pytest.raises(InputError, match="^Unknown fusion method 'no-such-rule'.*[.]$"):
+        logic.prepare(mri, spect, "spect", method="no-such-rule")
 
 
 def test_cancelling_again_does_not_postpone_killing_a_stuck_worker(phantom, tmp_path, monkeypatch):
@@ -141,3 +152,38 @@ def test_a_worker_that_cannot_start_leaves_no_job_folder(phantom, tmp_path):
     with pytest.raises(FileNotFoundError):
         run.start()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stuck_worker_behind_a_launcher_is_killed_with_the_launcher(phantom, tmp_path, monkeypatch):
+    """Slicer starts ``PythonSlicer``, a launcher whose child is the real Python: cancel must stop both."""
+    import psutil
+
+    logic, mri, spect = phantom
+    monkeypatch.setattr(background, "CANCEL_GRACE_SECONDS", 1.0)
+    pid_file = tmp_path / "worker.pid"
+    stuck_worker = "import os, sys, time; open(sys.argv[1], 'w').write(str(os.getpid())); time.sleep(120)"
+    launcher = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
+
+    def launch_through_a_launcher(command):  # ignores the real worker command: this one never looks at "cancel"
+        return subprocess.Popen([sys.executable, "-c", launcher, sys.executable, "-c", stuck_worker, str(pid_file)],
+                                stdout=subprocess.PIPE, text=True)
+
+    run = BackgroundFusion(logic.prepare(mri, spect, "spect", method="pixel-average"), work_folder=tmp_path / "jobs",
+                           launch=launch_through_a_launcher)
+    (tmp_path / "jobs").mkdir()
+    run.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not pid_file.exists() or not pid_file.read_text():
+            assert time.monotonic() < deadline, "the worker behind the launcher did not start"
+            time.sleep(0.05)
+        worker = psutil.Process(int(pid_file.read_text()))
+        assert worker.ppid() == run._process.pid  # really a grandchild, behind the launcher
+        run.cancel()
+        status = run.wait(timeout=30)
+    finally:
+        run.close()
+    assert status.state == "cancelled"
+    worker_gone = not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE
+    assert worker_gone, "the real worker outlived its launcher"
+    assert list((tmp_path / "jobs").iterdir()) == []

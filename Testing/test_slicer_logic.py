@@ -223,8 +223,17 @@ def test_spect_uses_its_display_colour_table_by_default(app, logic):
     spect.GetDisplayNode().SetAndObserveColorNodeID(app.colour_node("Rainbow").GetID())
     job = logic.prepare(mri, spect, "SPECT", method="pixel-average")
     assert job.colour_name == "Rainbow"
-    np.testing.assert_array_equal(job.colour_table, volumes.colour_table(app.colour_node("Rainbow")))
-    assert job.colour_range == volumes.display_window(spect)
+    np.testing.assert_array_equal(job.options.colour_table, volumes.colour_table(app.colour_node("Rainbow")))
+    assert job.options.colour_range == volumes.display_window(spect)
+
+
+def test_a_spect_shown_in_grey_is_fused_through_pet_heat_not_grey(app, logic):
+    """Through Grey the fusion would carry no colour; the panel preselects the same table (fusion_colour_node)."""
+    mri, spect = load(app, "EdgeFusionPhantom-MRI"), load(app, "EdgeFusionPhantom-SPECT")
+    spect.GetDisplayNode().SetAndObserveColorNodeID(app.colour_node("Grey").GetID())
+    job = logic.prepare(mri, spect, "SPECT", method="pixel-average")
+    assert job.colour_name == "PET-Heat" == logic.fusion_colour_node(spect).GetName()
+    np.testing.assert_array_equal(job.options.colour_table, volumes.colour_table(app.colour_node("PET-Heat")))
 
 
 def test_rgb_spect_volume_is_fused_as_colour(app, logic):
@@ -503,7 +512,9 @@ def test_dicom_modality_contradicting_the_inputs_is_refused(app, logic, mri_code
     ],
 )
 def test_modality_is_guessed_from_the_name(app, logic, name, expected):
-    assert logic.guess_modality(app.add_volume(np.zeros((2, 2, 2), np.float32), name=name)) == expected
+    guess = logic.guess_modality(app.add_volume(np.zeros((2, 2, 2), np.float32), name=name))
+    assert (guess.modality.name if guess.modality else None) == expected
+    assert name in guess.reason  # the panel tells the user what the guess rests on
 
 
 def test_dicom_modality_wins_over_the_name(app, logic):
@@ -511,7 +522,14 @@ def test_dicom_modality_wins_over_the_name(app, logic):
     hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(app.scene)
     item = hierarchy.CreateItem(hierarchy.GetSceneItemID(), node)
     hierarchy.SetItemAttribute(item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName(), "PT")
-    assert logic.guess_modality(node) == "pet"
+    guess = logic.guess_modality(node)
+    assert guess.modality.name == "pet" and "DICOM Modality is PT" in guess.reason
+
+
+def test_a_name_that_points_to_two_modalities_gives_no_guess(app, logic):
+    """The same rule as the command line, which refuses such a name: the panel asks the user instead."""
+    guess = logic.guess_modality(app.add_volume(np.zeros((2, 2, 2), np.float32), name="SPECT vs PET comparison"))
+    assert guess.modality is None and "SPECT and PET" in guess.reason
 
 
 def test_anatomical_planes_map_to_array_axes(app, logic):

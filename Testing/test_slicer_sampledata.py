@@ -112,5 +112,6 @@ def test_samples_load_in_slicer_with_a_recognisable_modality():
     for name in ("EdgeFusionPhantom-MRI", "EdgeFusionPhantom-CT", "EdgeFusionPhantom-SPECT"):
         node = sampledata.load_sample_volume(name, app.volumes_logic)
         assert node.GetName() == name and node.GetImageData() is not None
-        guesses[name] = logic.guess_modality(node)
+        guess = logic.guess_modality(node).modality
+        guesses[name] = guess.name if guess else None
     assert guesses == {"EdgeFusionPhantom-MRI": None, "EdgeFusionPhantom-CT": "ct", "EdgeFusionPhantom-SPECT": "spect"}

@@ -17,6 +17,7 @@ import types
 import unittest
 from unittest import mock
 
+import numpy as np
 import pytest
 
 slicer = pytest.importorskip("slicer", reason="Slicer's MRML libraries (pip install slicer-core) are not installed")
@@ -86,19 +87,36 @@ def test_module_logic_works_in_the_application_scene(edgefusion):
     module, app = edgefusion
     logic = module.EdgeFusionLogic()
     assert isinstance(logic, VolumeFusionLogic)
-    assert logic.moduleName == "EdgeFusion"
     assert logic.scene is slicer.mrmlScene is app.scene
-    assert logic.application_logic is app.application_logic
+    assert logic.application_logic is app.application_logic  # so that show_result can fit the views
+    # Fitting the views goes through the application's slice logics.
+    mri = app.add_volume(np.zeros((4, 40, 30), np.float32) + np.arange(30, dtype=np.float32), np.diag([2.0, 2.0, 5.0, 1.0]))
+    fused = app.add_volume(np.ones((4, 40, 30), np.float32), np.diag([2.0, 2.0, 5.0, 1.0]))
+    logic.show_result(mri, fused, opacity=0.3)
+    red = app.slice_logics["Red"]
+    assert red.GetSliceCompositeNode().GetForegroundVolumeID() == fused.GetID()
+    assert max(red.GetSliceNode().GetFieldOfView()[:2]) == pytest.approx(80.0)  # fitted to the MRI's 40 rows x 2 mm
 
 
-def test_parameter_node_defaults(edgefusion):
-    module, _ = edgefusion
+def test_every_choice_the_panel_offers_is_accepted_by_the_logic(edgefusion):
+    """The panel's selectors (parameter node) and the Qt-free logic must agree on every value."""
+    from EdgeFusionLib.devices import DEVICE_CHOICES
+    from EdgeFusionLib.fusion.options import FusionOptions
+    from EdgeFusionLib.modality import MODALITIES
+
+    module, app = edgefusion
     parameters = module.EdgeFusionParameterNode
-    assert (parameters.modality, parameters.fusionRule, parameters.batchSize) == ("CT", "", 0)
-    assert (parameters.slicePlane, parameters.device) == (module.SlicePlane.AUTOMATIC, module.ComputeDevice.AUTOMATIC)
-    assert (parameters.fusedOnTop, parameters.opacity) == (True, 0.5)
-    assert [plane.value for plane in module.SlicePlane] == ["auto", "axial", "coronal", "sagittal"]
-    assert [device.value for device in module.ComputeDevice] == ["auto", "cpu", "cuda"]
+    modality_choices = parameters.__annotations__["modality"].__metadata__[0][1]
+    assert list(modality_choices) == [entry.label for entry in MODALITIES.values()]
+    assert parameters.modality in modality_choices
+    assert {device.value for device in module.ComputeDevice} <= set(DEVICE_CHOICES)
+    assert FusionOptions(batch_size=parameters.batchSize).batch_size is None  # the form's 0 is the device's default
+    assert FusionOptions(method=parameters.fusionRule).method is None  # "" is the modality's default rule
+    # Every slice plane maps to the right axis of an axial MRI.
+    mri = app.add_volume(np.zeros((4, 5, 6), np.float32), np.diag([1.0, 1.0, 5.0, 1.0]))
+    axes = {plane: module.EdgeFusionLogic().axis_for_plane(mri, plane.value) for plane in module.SlicePlane}
+    assert axes == {module.SlicePlane.AUTOMATIC: None, module.SlicePlane.AXIAL: 0, module.SlicePlane.CORONAL: 1,
+                    module.SlicePlane.SAGITTAL: 2}
 
 
 def test_the_module_self_test_passes(edgefusion):

@@ -34,7 +34,7 @@ def blob_image(rng: np.random.Generator, colour: bool = False) -> np.ndarray:
 
 def write_task(root, task="MRI-CT", cases=("16", "20"), slices=2, colour=False):
     """Generated pairs in the atlas layout: <root>/<task>/{MRI,<OTHER>}/<case><slice>.png."""
-    other = trainer.TASKS[task][0]
+    other = trainer.TASKS[task].label
     rng = np.random.default_rng(0)
     for folder in ("MRI", other):
         (root / task / folder).mkdir(parents=True, exist_ok=True)

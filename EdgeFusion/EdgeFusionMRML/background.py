@@ -64,6 +64,29 @@ def default_launch(command: list[str]) -> subprocess.Popen:
     )
 
 
+def kill_process_tree(process: subprocess.Popen) -> None:
+    """Kill a process and every process it started, at once.
+
+    Slicer starts the worker through ``PythonSlicer``, a launcher whose child is the real Python:
+    killing the launcher alone would leave the worker running (and holding the GPU).
+    """
+    import psutil
+
+    if process.poll() is not None:  # ended and reaped: its pid may already belong to another process
+        return
+    try:
+        root = psutil.Process(process.pid)
+        family = [root, *root.children(recursive=True)]  # before any kill: orphans are re-parented
+    except psutil.NoSuchProcess:
+        return
+    for member in family:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(family, timeout=5)
+
+
 class BackgroundFusion:
     """One fusion job in a worker process: start, poll, cancel, result.
 
@@ -105,24 +128,17 @@ class BackgroundFusion:
         self.status.state = "running"
 
     def _write_job_and_launch(self) -> None:
-        import numpy as np
         import SimpleITK as sitk
 
         job = self.job
         sitk.WriteImage(job.mri_image, str(self.job_folder / "mri.nrrd"), useCompression=False)
         sitk.WriteImage(job.other_image, str(self.job_folder / "other.nrrd"), useCompression=False)
-        if job.colour_table is not None:
-            np.save(self.job_folder / "colour_table.npy", job.colour_table)
         parameters = {
             "library_path": environment.library_search_path(),
             "modality": job.modality,
-            "method": job.method,
-            "axis": job.axis,
-            "device": job.device,
-            "batch_size": job.batch_size,
-            "colour_range": list(job.colour_range) if job.colour_range else None,
+            "options": job.options.to_json(),
         }
-        (self.job_folder / "job.json").write_text(json.dumps(parameters, indent=2), encoding="utf-8")
+        (self.job_folder / "job.json").write_text(json.dumps(parameters), encoding="utf-8")
         self._process = self.launch([self.python_executable, str(WORKER_SCRIPT), str(self.job_folder)])
         self._reader = threading.Thread(target=self._read_output, name="EdgeFusion worker output", daemon=True)
         self._reader.start()
@@ -144,7 +160,7 @@ class BackgroundFusion:
         if self._process is None or self.status.is_over:
             return self.status
         if self._cancel_requested_at is not None and time.monotonic() - self._cancel_requested_at > CANCEL_GRACE_SECONDS:
-            self._process.kill()
+            kill_process_tree(self._process)
         return_code = self._process.poll()
         if return_code is not None:
             # The pipe closes when the process ends; wait briefly for the last lines.
@@ -174,7 +190,7 @@ class BackgroundFusion:
     def close(self) -> None:
         """Stop the worker if it still runs and delete the job folder."""
         if self._process is not None and self._process.poll() is None:
-            self._process.kill()
+            kill_process_tree(self._process)
             self._process.wait()
         if self.job_folder is not None:
             shutil.rmtree(self.job_folder, ignore_errors=True)

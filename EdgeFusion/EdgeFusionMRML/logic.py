@@ -23,14 +23,16 @@ import numpy as np
 
 from . import environment, volumes
 
-MODALITIES = ("ct", "spect", "pet")
-#: Modalities shown through a colour table in Slicer, fused as colour (METHOD.md section 3).
-COLOUR_MODALITIES = ("spect", "pet")
-MODALITY_LABELS = {"ct": "CT", "spect": "SPECT", "pet": "PET"}
-
+environment.ensure_library_importable()
+# The modality table (names, labels, DICOM codes, colour) is EdgeFusionLib's; it imports nothing heavy.
+from EdgeFusionLib.modality import MODALITIES, Modality  # noqa: E402
 
 #: Anatomical slice planes and the RAS axis that is normal to each.
 PLANE_NORMAL_RAS_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
+
+#: The colour table of a greyscale SPECT/PET that is displayed in grey (see ``fusion_colour_node``).
+DEFAULT_COLOUR_TABLE_NAME = "PET-Heat"
+GREY_COLOUR_TABLE_NAME = "Grey"
 
 #: Attribute names recording how a fused volume was made (saved with the scene).
 ATTRIBUTE_PREFIX = "EdgeFusion."
@@ -54,25 +56,17 @@ class FusionJob:
     modality: str  # "ct" | "spect" | "pet"
     mri_image: object  # SimpleITK.Image, scalar
     other_image: object  # SimpleITK.Image, scalar, or RGB for colour SPECT/PET
-    method: str | None = None  # None: EdgeFusionLib's default for the modality
-    axis: int | None = None  # numpy axis of the slices; None: the MRI's acquisition plane
-    device: str = "auto"
-    batch_size: int | None = None  # slices per batch; None: the device's default
-    colour_table: np.ndarray | None = None  # (K, 3) in [0, 1], for scalar SPECT/PET
-    colour_range: tuple[float, float] | None = None  # display window the table is stretched over
-    colour_name: str | None = None
+    options: object  # EdgeFusionLib.fusion.options.FusionOptions (colour table and range included)
+    colour_name: str | None = None  # name of the colour node the table came from
 
     @property
     def produces_rgb(self) -> bool:
-        return self.modality in COLOUR_MODALITIES
+        return MODALITIES[self.modality].shown_in_colour
 
 
-def normalise_modality(modality: str | None) -> str | None:
-    """'CT' / 'ct' / ' Ct ' -> 'ct'; None or unknown names -> None."""
-    if not modality:
-        return None
-    modality = modality.strip().lower()
-    return modality if modality in MODALITIES else None
+def modality_entry(modality: str | None) -> Modality | None:
+    """The table entry for 'CT' / 'ct' / ' Ct '; None for None or unknown names."""
+    return MODALITIES.get((modality or "").strip().lower())
 
 
 def as_sentence(text: str) -> str:
@@ -108,30 +102,30 @@ class VolumeFusionLogic:
 
         Cheap (no voxel is read), so the GUI calls it on every change to enable Apply.
         """
-        modality = normalise_modality(modality)
+        other_modality = modality_entry(modality)
         if mri_node is None:
             return "Select an MRI volume."
         if other_node is None:
             return "Select a CT, SPECT or PET volume to fuse with the MRI."
-        if modality is None:
-            return "Choose the modality of the second volume: CT, SPECT or PET."
+        if other_modality is None:
+            return "Choose the modality of the second volume: " + ", ".join(entry.label for entry in MODALITIES.values()) + "."
         if mri_node is other_node or (mri_node.GetID() is not None and mri_node.GetID() == other_node.GetID()):
             return "The MRI and the second volume are the same volume; select two different volumes."
-        label = MODALITY_LABELS[modality]
+        label = other_modality.label
         for node, role in ((mri_node, "MRI"), (other_node, label)):
             problem = self._volume_problem(node, role)
             if problem:
                 return problem
-        problem = self._dicom_modality_problem(mri_node, other_node, modality)
+        problem = self._dicom_modality_problem(mri_node, other_node, other_modality)
         if problem:
             return problem
         mri_components = volumes.number_of_components(mri_node)
         if mri_components != 1:
             return f"The MRI '{mri_node.GetName()}' has {mri_components} values per voxel; select a greyscale (single-component) MRI."
         other_components = volumes.number_of_components(other_node)
-        if modality == "ct" and other_components != 1:
-            return f"The CT '{other_node.GetName()}' has {other_components} values per voxel; select a greyscale CT."
-        if modality in COLOUR_MODALITIES and other_components not in (1, 3):
+        if not other_modality.shown_in_colour and other_components != 1:
+            return f"The {label} '{other_node.GetName()}' has {other_components} values per voxel; select a greyscale {label}."
+        if other_modality.shown_in_colour and other_components not in (1, 3):
             return f"The {label} '{other_node.GetName()}' has {other_components} values per voxel; select a greyscale or RGB volume."
         if not self._overlap(mri_node, other_node):
             return (
@@ -139,7 +133,7 @@ class VolumeFusionLogic:
                 "check that they belong to the same patient and register them first."
             )
         if output_node is not None:
-            return self._output_problem(output_node, (mri_node, other_node), modality)
+            return self._output_problem(output_node, (mri_node, other_node), other_modality)
         return None
 
     @staticmethod
@@ -156,22 +150,22 @@ class VolumeFusionLogic:
             return f"The {role} '{node.GetName()}' is empty (it has no voxel values)."
         return None
 
-    def _dicom_modality_problem(self, mri_node, other_node, modality: str) -> str | None:
+    def _dicom_modality_problem(self, mri_node, other_node, modality: Modality) -> str | None:
         """Whether the DICOM Modality tags contradict the slots or the chosen modality (names are only hints)."""
         environment.ensure_library_importable()
-        from EdgeFusionLib.modality import modality_of_dicom_code
+        from EdgeFusionLib.modality import MRI_DICOM_CODE, modality_of_dicom_code
 
         mri_code = self.dicom_modality_code(mri_node)
         mri_tagged = modality_of_dicom_code(mri_code)
         if mri_tagged:
-            return f"The MRI '{mri_node.GetName()}' is a {MODALITY_LABELS[mri_tagged]} series (DICOM Modality {mri_code}); select an MR series as the MRI."
-        label = MODALITY_LABELS[modality]
+            return f"The MRI '{mri_node.GetName()}' is a {mri_tagged.label} series (DICOM Modality {mri_code}); select an MR series as the MRI."
+        label = modality.label
         other_code = self.dicom_modality_code(other_node)
-        if other_code == "MR":
+        if other_code == MRI_DICOM_CODE:
             return f"The {label} '{other_node.GetName()}' is an MR series (DICOM Modality MR); select a CT, SPECT or PET volume to fuse with the MRI."
         other_tagged = modality_of_dicom_code(other_code)
         if other_tagged and other_tagged != modality:
-            tagged_label = MODALITY_LABELS[other_tagged]
+            tagged_label = other_tagged.label
             return f"'{other_node.GetName()}' is a {tagged_label} series (DICOM Modality {other_code}), not {label}; choose {tagged_label} as its modality."
         return None
 
@@ -184,13 +178,13 @@ class VolumeFusionLogic:
         return bool(np.all(lower < upper))
 
     @staticmethod
-    def _output_problem(output_node, input_nodes, modality: str) -> str | None:
+    def _output_problem(output_node, input_nodes, modality: Modality) -> str | None:
         if any(output_node.GetID() == node.GetID() for node in input_nodes):
             return "The output volume must not be one of the inputs; choose 'Create new volume'."
-        if modality in COLOUR_MODALITIES and not output_node.IsA("vtkMRMLVectorVolumeNode"):
-            return f"{MODALITY_LABELS[modality]} fusion gives an RGB volume; choose 'Create new volume' or an existing RGB (vector) volume as output."
-        if modality == "ct" and (not output_node.IsA("vtkMRMLScalarVolumeNode") or output_node.IsA("vtkMRMLVectorVolumeNode") or output_node.IsA("vtkMRMLLabelMapVolumeNode")):
-            return "CT fusion gives a greyscale volume; choose 'Create new volume' or an existing scalar volume as output."
+        if modality.shown_in_colour and not output_node.IsA("vtkMRMLVectorVolumeNode"):
+            return f"{modality.label} fusion gives an RGB volume; choose 'Create new volume' or an existing RGB (vector) volume as output."
+        if not modality.shown_in_colour and (not output_node.IsA("vtkMRMLScalarVolumeNode") or output_node.IsA("vtkMRMLVectorVolumeNode") or output_node.IsA("vtkMRMLLabelMapVolumeNode")):
+            return f"{modality.label} fusion gives a greyscale volume; choose 'Create new volume' or an existing scalar volume as output."
         return None
 
     def dicom_modality_code(self, node) -> str:
@@ -205,18 +199,15 @@ class VolumeFusionLogic:
         code = hierarchy.GetItemAttribute(item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName())
         return (code or "").strip().upper()
 
-    def guess_modality(self, node) -> str | None:
-        """'ct', 'spect' or 'pet' from the DICOM Modality of the node's series, else from its name; None if unknown."""
-        if node is None:
-            return None
-        environment.ensure_library_importable()
-        from EdgeFusionLib.modality import modalities_named, modality_of_dicom_code
+    def guess_modality(self, node):
+        """What the DICOM Modality of the node's series, else its name, says about its modality.
 
-        tagged = modality_of_dicom_code(self.dicom_modality_code(node))
-        if tagged:
-            return tagged
-        named = modalities_named(node.GetName() or "")
-        return named[0] if named else None
+        Returns an ``EdgeFusionLib.modality.ModalityGuess`` (the same rule as the command line:
+        a name that points to two modalities gives no guess); its ``reason`` tells the user why.
+        """
+        from EdgeFusionLib.modality import guess_modality
+
+        return guess_modality(self.dicom_modality_code(node), node.GetName() or "")
 
     @staticmethod
     def axis_for_plane(mri_node, plane: str | None) -> int | None:
@@ -246,6 +237,18 @@ class VolumeFusionLogic:
         display_node = volume_node.GetDisplayNode() if volume_node is not None else None
         return display_node.GetColorNode() if display_node is not None else None
 
+    def fusion_colour_node(self, volume_node):
+        """The colour table a greyscale SPECT/PET is fused through when none is chosen.
+
+        The one the slice viewers show it with, so that the fusion keeps the colours the user
+        sees; but a volume shown in grey gets ``DEFAULT_COLOUR_TABLE_NAME``: fused through Grey,
+        the result would carry no colour at all. The panel and scripts both use this rule.
+        """
+        shown = self.display_colour_node(volume_node)
+        if shown is not None and shown.GetName() != GREY_COLOUR_TABLE_NAME:
+            return shown
+        return self.scene.GetFirstNodeByName(DEFAULT_COLOUR_TABLE_NAME)
+
     # ---------------------------------------------------------------- running
 
     def prepare(
@@ -268,33 +271,37 @@ class VolumeFusionLogic:
         show it with. The mapping is stretched over the volume's display window.
         Raises ``EdgeFusionLib.errors.InputError`` with a one-line message.
         """
-        environment.ensure_library_importable()
         from EdgeFusionLib.errors import InputError
+        from EdgeFusionLib.fusion.options import FusionOptions
         from EdgeFusionLib.io.images import check_image
 
         problem = self.validate_inputs(mri_node, other_node, modality, output_node)
         if problem:
             raise InputError(problem)
-        modality = normalise_modality(modality)
-        if batch_size is not None and batch_size < 1:
-            raise InputError(f"batch size must be at least 1, got {batch_size}")
+        other_modality = modality_entry(modality)
 
         colour_table = colour_range = colour_name = None
-        if modality in COLOUR_MODALITIES and volumes.number_of_components(other_node) == 1:
-            colour_node = colour_node or self.display_colour_node(other_node)
+        if other_modality.shown_in_colour and volumes.number_of_components(other_node) == 1:
+            colour_node = colour_node or self.fusion_colour_node(other_node)
             if colour_node is None:
-                raise InputError(f"Select a colour table for the {MODALITY_LABELS[modality]} volume '{other_node.GetName()}'.")
+                raise InputError(f"Select a colour table for the {other_modality.label} volume '{other_node.GetName()}'.")
             colour_table = volumes.colour_table(colour_node)
             colour_range = volumes.display_window(other_node)
             colour_name = colour_node.GetName()
             if not colour_range[1] > colour_range[0]:
-                raise InputError(f"The {MODALITY_LABELS[modality]} volume '{other_node.GetName()}' has a single intensity; there is nothing to show in colour.")
+                raise InputError(f"The {other_modality.label} volume '{other_node.GetName()}' has a single intensity; there is nothing to show in colour.")
+        options = FusionOptions(method=method, axis=axis, device=device, batch_size=batch_size,
+                                colour_table=colour_table, colour_range=colour_range)
+        try:
+            options.check(other_modality.name)
+        except InputError as error:
+            raise InputError(as_sentence(str(error))) from None
 
         mri_image = volumes.sitk_image_from_volume(mri_node)
         other_image = volumes.sitk_image_in_frame_of(other_node, mri_node)
         # Voxel values (NaN, constant) are checked here, not in validate_inputs (which reads no voxel),
         # so that the message names the node and comes before a worker is started.
-        for image, role in ((mri_image, f"MRI '{mri_node.GetName()}'"), (other_image, f"{MODALITY_LABELS[modality]} '{other_node.GetName()}'")):
+        for image, role in ((mri_image, f"MRI '{mri_node.GetName()}'"), (other_image, f"{other_modality.label} '{other_node.GetName()}'")):
             try:
                 check_image(image, role)
             except InputError as error:
@@ -305,15 +312,10 @@ class VolumeFusionLogic:
             other_node_id=other_node.GetID(),
             output_node_id=output_node.GetID() if output_node is not None else None,
             output_name=f"{mri_node.GetName()} + {other_node.GetName()} fused",
-            modality=modality,
+            modality=other_modality.name,
             mri_image=mri_image,
             other_image=other_image,
-            method=method or None,
-            axis=axis,
-            device=device,
-            batch_size=int(batch_size) if batch_size else None,
-            colour_table=colour_table,
-            colour_range=colour_range,
+            options=options,
             colour_name=colour_name,
         )
 
@@ -324,23 +326,10 @@ class VolumeFusionLogic:
         ``model`` overrides the bundled weights (tests use a small untrained network).
         Raises ``EdgeFusionLib.errors.FusionCancelled`` when ``cancel()`` returns True.
         """
-        environment.ensure_library_importable()
         from EdgeFusionLib.fusion.pipeline import fuse_images
 
-        return fuse_images(
-            job.mri_image,
-            job.other_image,
-            job.modality,
-            method=job.method,
-            axis=job.axis,
-            device=job.device,
-            batch_size=job.batch_size,
-            model=model,
-            colour_table=job.colour_table,
-            colour_range=job.colour_range,
-            progress=progress,
-            cancel=cancel,
-        )
+        return fuse_images(job.mri_image, job.other_image, job.modality, **job.options.arguments(), model=model,
+                           progress=progress, cancel=cancel)
 
     def finish(self, job: FusionJob, fused_image, details: dict[str, str] | None = None):
         """Write the fused image into the output volume node (created and added to the scene here).
@@ -457,8 +446,8 @@ class VolumeFusionLogic:
         attributes = {
             "MRI": mri_node.GetName(),
             "Other": other_node.GetName() if other_node is not None else job.other_node_id,
-            "Modality": MODALITY_LABELS[job.modality],
-            "Method": job.method or "default",
+            "Modality": MODALITIES[job.modality].label,
+            "Method": job.options.method or "default",
             "ColourTable": job.colour_name or "",
             **details,
         }

@@ -1,8 +1,8 @@
 """Runs one fusion job in a separate Python process (started by :mod:`EdgeFusionMRML.background`).
 
-Usage: ``python worker.py JOB_FOLDER``. The folder holds ``job.json`` (parameters),
-``mri.nrrd`` and ``other.nrrd`` (already in the MRI's frame) and, for scalar
-SPECT/PET, ``colour_table.npy``. The worker writes ``fused.nrrd`` on success or
+Usage: ``python worker.py JOB_FOLDER``. The folder holds ``job.json`` (the modality and
+``FusionOptions.to_json()``, colour table included), and ``mri.nrrd`` and ``other.nrrd``
+(already in the MRI's frame). The worker writes ``fused.nrrd`` on success or
 ``error.json`` (``{"kind": "input" | "cancelled" | "internal", "message": ...}``)
 otherwise, and reports on stdout, one message per line::
 
@@ -40,51 +40,36 @@ def write_error(job_folder: Path, kind: str, message: str) -> None:
     (job_folder / "error.json").write_text(json.dumps({"kind": kind, "message": message}), encoding="utf-8")
 
 
-def device_description(device: str) -> tuple[str, str]:
-    """(resolved device, human-readable name) for the status line."""
-    from EdgeFusionLib.fusion.engine import available_devices, resolve_device
-
-    resolved = resolve_device(device)
-    for entry in available_devices():  # "cuda:0", "cuda:1", ...: torch uses the first
-        if entry["device"].split(":")[0] == resolved:
-            return resolved, entry["name"]
-    return resolved, resolved
-
 
 def run(job_folder: Path) -> int:
     parameters = json.loads((job_folder / "job.json").read_text(encoding="utf-8"))
     sys.path.insert(0, parameters["library_path"])
 
-    import numpy as np
     import SimpleITK as sitk
 
+    from EdgeFusionLib.devices import device_name, resolve_device
     from EdgeFusionLib.errors import FusionCancelled, InputError
+    from EdgeFusionLib.fusion.options import FusionOptions
     from EdgeFusionLib.fusion.pipeline import fuse_images
+    from EdgeFusionLib.io.files import atomic_path
 
     cancel_file = job_folder / "cancel"
     start = time.perf_counter()
     try:
-        device, device_name = device_description(parameters["device"])
-        report("device", device, device_name)
-        colour_table_file = job_folder / "colour_table.npy"
-        colour_range = parameters.get("colour_range")
+        options = FusionOptions.from_json(parameters["options"])
+        device = resolve_device(options.device)
+        report("device", device, device_name(device))
         fused = fuse_images(
             sitk.ReadImage(str(job_folder / "mri.nrrd")),
             sitk.ReadImage(str(job_folder / "other.nrrd")),
             parameters["modality"],
-            method=parameters.get("method"),
-            axis=parameters.get("axis"),
-            device=device,
-            batch_size=parameters["batch_size"],
-            colour_table=np.load(colour_table_file) if colour_table_file.exists() else None,
-            colour_range=tuple(colour_range) if colour_range else None,
+            **options.arguments(),
             progress=lambda done, total: report("progress", done, total),
             cancel=cancel_file.exists,
         )
-        # Written under a temporary name and renamed, so the parent never reads half a file.
-        partial = job_folder / "fused.partial.nrrd"
-        sitk.WriteImage(fused, str(partial), useCompression=False)
-        partial.replace(job_folder / "fused.nrrd")
+        # The parent never reads half a file.
+        with atomic_path(job_folder / "fused.nrrd") as temporary:
+            sitk.WriteImage(fused, str(temporary), useCompression=False)
     except FusionCancelled:
         write_error(job_folder, "cancelled", "Fusion cancelled.")
         return EXIT_CANCELLED

@@ -2,7 +2,7 @@
 
 Reads every pair of ``DIR/<task>/`` (the layout of ``../shared/data/harvard``, see
 ``atlas``), fuses it with each method, scores the fusion with the 13 metrics of
-``metrics.METRICS`` (on the luma Y for colour SPECT/PET, METHOD.md section 3), and
+``metrics.METRICS`` (on the luma Y for colour SPECT/PET, docs/method.md §3), and
 writes to the output folder:
 
 * ``results.md``: mean +- std per metric per method, mean rank, seconds per pair;
@@ -28,7 +28,6 @@ import importlib
 import io
 import json
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -38,9 +37,11 @@ import numpy as np
 
 from EdgeFusionLib.evaluation.metrics import METRIC_LABELS, METRICS, compute_metrics, mean_rank
 from EdgeFusionLib.fusion.baselines import PIXEL_METHODS
-from EdgeFusionLib.fusion.colour import luma, replace_luma
+from EdgeFusionLib.fusion.colour import delivered_8bit, luma, replace_luma
 from EdgeFusionLib.io import atlas
-from EdgeFusionLib.io.images import to_8bit
+from EdgeFusionLib.io.files import write_bytes_atomic
+
+from EdgeFusionLib.modality import TASKS, check_task
 
 #: The files written to the output folder, by kind.
 OUTPUT_FILES = {"markdown": "results.md", "csv": "results.csv", "json": "results.json", "figure": "figure.png"}
@@ -86,11 +87,8 @@ def load_pair(pair: atlas.Pair) -> LoadedPair:
 def as_written(fused: np.ndarray, loaded: LoadedPair) -> np.ndarray:
     """The grey/luma in [0, 1] of the PNG ``edgefusion batch`` writes for ``fused`` (H, W) in [0, 1]:
     rounded to 8 bits, through 8-bit RGB with the original chroma when the other image is colour."""
-    fused = np.clip(fused, 0.0, 1.0)
-    if loaded.other_rgb is None:
-        return (to_8bit(fused) / 255.0).astype(np.float32)
-    rgb8 = to_8bit(replace_luma(loaded.other_rgb, fused)) / 255.0
-    return np.clip(luma(rgb8), 0.0, 1.0)
+    delivered = delivered_8bit(fused, loaded.other_rgb) / np.float32(255.0)
+    return delivered if loaded.other_rgb is None else np.clip(luma(delivered), 0.0, 1.0)
 
 
 def select_pairs(
@@ -180,7 +178,7 @@ def run_evaluation(
     Returns the dict written to ``results.json`` (NaN kept as float) plus ``outputs``, the
     paths written. Raises ValueError for bad arguments or data, before any file is written.
     """
-    atlas.check_task(task)
+    check_task(task)
     if examples < 0:
         raise ValueError(f"examples must be 0 or more, got {examples}")
     fusers = method_fusers(methods, task, device)
@@ -338,9 +336,9 @@ def _selection_text(results: dict) -> str:
 
 def markdown_report(results: dict) -> str:
     task = results["task"]
-    other = atlas.TASKS[task][0]
+    other = check_task(task).label
     luma_note = (
-        f" {other} is compared through its luma Y (BT.601), the channel that is fused (METHOD.md §3)."
+        f" {other} is compared through its luma Y (BT.601), the channel that is fused (docs/method.md §3)."
         if task != "MRI-CT"
         else ""
     )
@@ -435,7 +433,7 @@ def _draw_examples(figure, results: dict, examples: Sequence[tuple[LoadedPair, d
             # a colour task's fusion is delivered as the fused Y with the original chroma
             return fused if rgb is None else replace_luma(rgb, fused)
 
-        shown = [("MRI", loaded.mri), (atlas.TASKS[results["task"]][0], loaded.other if rgb is None else rgb)]
+        shown = [("MRI", loaded.mri), (check_task(results["task"]).label, loaded.other if rgb is None else rgb)]
         shown += [(method, as_delivered(fused)) for method, fused in fused_images.items()]
         for column, (title, image) in enumerate(shown):
             axes = figure.add_subplot(len(examples), columns, row * columns + column + 1)
@@ -465,17 +463,6 @@ def _draw_bars(figure, results: dict, panels: Sequence[str], rows: int) -> None:
         axes.tick_params(axis="y", labelsize="x-small")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary file next to ``path``, then rename it over ``path``."""
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # same folder: the rename is atomic
-    try:
-        temporary.write_bytes(data)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def write_report(results: dict, examples, out_dir: Path) -> dict[str, str]:
     """Render every output in memory first, then write each atomically; return {kind: path}."""
     outputs = {kind: str(out_dir / name) for kind, name in OUTPUT_FILES.items()}
@@ -487,7 +474,7 @@ def write_report(results: dict, examples, out_dir: Path) -> dict[str, str]:
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     for kind, data in contents.items():
-        _write_atomic(Path(outputs[kind]), data)
+        write_bytes_atomic(Path(outputs[kind]), data)
     return outputs
 
 
@@ -506,7 +493,7 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
             "seconds per pair)."
         ),
     )
-    parser.add_argument("--task", required=True, choices=list(atlas.TASKS))
+    parser.add_argument("--task", required=True, choices=list(TASKS))
     parser.add_argument(
         "--data", required=True, type=Path, metavar="DIR", help="folder holding <task>/MRI and <task>/<other>"
     )

@@ -1,8 +1,8 @@
-"""Image-fusion quality metrics (METHOD.md section 5).
+"""Image-fusion quality metrics (docs/method.md §5).
 
 Every metric is a plain function ``name(fused, a, b) -> float`` on 2D arrays of one
 shape with values in [0, 1] (``fused`` is F, ``a`` and ``b`` are the two sources; for
-SPECT/PET pass the luma Y, METHOD.md section 3). Higher is better for all of them.
+SPECT/PET pass the luma Y, docs/method.md §3). Higher is better for all of them.
 
 Conventions, chosen to match the fusion literature and said once here:
 
@@ -176,7 +176,7 @@ def en_float_count(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     """The EH-DRAN paper's EN: entropy (bits) of the counts of F's distinct float32 values.
 
     Not comparable with ``en``: values above 8 bits only mean that F has more than 256
-    distinct values. Kept to compare with the published table (METHOD.md section 5).
+    distinct values. Kept to compare with the published table (docs/method.md §5).
     """
     fused, a, b = _checked(fused, a, b, dtype=np.float32)
     _, counts = np.unique(fused, return_counts=True)
@@ -186,7 +186,7 @@ def en_float_count(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 # ---------------------------------------------------------------------------
 # Edge transfer: Qabf
 
-# Xydeas & Petrovic 2000 sigmoid constants (METHOD.md section 5).
+# Xydeas & Petrovic 2000 sigmoid constants (docs/method.md §5).
 _QABF_TG, _QABF_KG, _QABF_DG = 0.9994, -15.0, 0.5
 _QABF_TA, _QABF_KA, _QABF_DA = 0.9879, -22.0, 0.8
 _QABF_L = 1.0

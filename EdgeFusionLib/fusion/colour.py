@@ -1,4 +1,4 @@
-"""Colour handling for pseudo-colour SPECT/PET (METHOD.md section 3).
+"""Colour handling for pseudo-colour SPECT/PET (docs/method.md §3).
 
 The network fuses one grey channel. A pseudo-colour image is split into
 luma Y and chroma Cb/Cr (ITU-R BT.601 full range, as PIL's ``convert('YCbCr')``);
@@ -68,3 +68,17 @@ def apply_colour_table(values: np.ndarray, table: np.ndarray) -> np.ndarray:
         raise ValueError(f"a colour table must have shape (K>=2, 3 or 4), got {table.shape}")
     index = np.rint(np.clip(values, 0.0, 1.0) * (len(table) - 1)).astype(np.intp)
     return table[index, :3]
+
+
+def delivered_8bit(fused: np.ndarray, other_rgb: np.ndarray | None = None) -> np.ndarray:
+    """The 8-bit image a user receives for a fused grey or luma ``fused`` in [0, 1], shape (...).
+
+    A grey fusion is uint8 grey (...); when the other image is colour (``other_rgb`` in [0, 1],
+    shape (..., 3)), the result is uint8 RGB (..., 3) with the fused luma and the other image's
+    chroma. The engine, ``edgefusion batch`` and ``edgefusion evaluate`` all deliver or score this.
+    """
+    from ..io.images import to_8bit
+
+    if other_rgb is None:
+        return to_8bit(fused)
+    return to_8bit(replace_luma(other_rgb, fused))

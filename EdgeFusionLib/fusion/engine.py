@@ -15,49 +15,16 @@ from typing import Callable
 
 import numpy as np
 
+from ..devices import default_batch_size, device_type, resolve_device
 from ..errors import FusionCancelled, InputError
-from ..io.images import to_8bit
-from .colour import apply_colour_table, rgb_to_ycbcr, ycbcr_to_rgb
+
+from ..modality import check_task
+from .colour import apply_colour_table, delivered_8bit, luma
 from .intensity import UNIT_WINDOW, IntensityWindow
 from .methods import DEFAULT_METHOD, get_method
 
 ProgressCallback = Callable[[int, int], None]
 CancelCallback = Callable[[], bool]
-
-DEVICES = ("auto", "cpu", "cuda", "mps")
-#: Slices per batch when the user does not choose. On CPU one slice at a time is
-#: fastest (the 64-channel activations of a 256x256 slice already fill the caches,
-#: measured in benchmarks/); a GPU wants many.
-DEFAULT_BATCH_SIZE = {"cpu": 1, "cuda": 16, "mps": 8}
-
-
-def resolve_device(device: str = "auto") -> str:
-    """'auto' -> 'cuda' if available, else 'mps', else 'cpu'; other names are checked."""
-    import torch
-
-    if device not in DEVICES:
-        raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
-    cuda = torch.cuda.is_available()
-    mps = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    if device == "auto":
-        return "cuda" if cuda else "mps" if mps else "cpu"
-    if (device == "cuda" and not cuda) or (device == "mps" and not mps):
-        raise InputError(f"device {device!r} was requested but is not available on this machine")
-    return device
-
-
-def available_devices() -> list[dict]:
-    """Devices torch can use here, with a human-readable name each."""
-    import platform
-
-    import torch
-
-    devices = [{"device": "cpu", "name": platform.processor() or platform.machine()}]
-    for index in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
-        devices.append({"device": f"cuda:{index}", "name": torch.cuda.get_device_name(index)})
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        devices.append({"device": "mps", "name": "Apple Metal"})
-    return devices
 
 
 class FusionEngine:
@@ -71,15 +38,11 @@ class FusionEngine:
 
     def __init__(self, method: str | None = None, task: str = "MRI-CT", device: str = "auto",
                  batch_size: int | None = None, model=None):
-        from ..io.atlas import check_task
-
         check_task(task)
         self.method = get_method(method or DEFAULT_METHOD[task])
         self.task = task
         self.device = resolve_device(device)
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise InputError(f"batch size must be a positive integer, got {batch_size!r}")
-        self.batch_size = batch_size or DEFAULT_BATCH_SIZE[self.device]
+        self.batch_size = default_batch_size(self.device, batch_size)
         self._encoder = self._decoder = self._rule = None
         if self.method.needs_model:
             self._prepare_network(model)
@@ -105,7 +68,7 @@ class FusionEngine:
         # Split after the first (affine) layer, which the compensated rules share (see _fuse_compensated).
         self._decoder_first, self._decoder_rest = decoder.layers[0], decoder.layers[1:]
         self._rule = LATENT_RULES[self.method.name]
-        if self.device == "cuda":
+        if device_type(self.device) == "cuda":
             # Same input, same GPU, same output: no autotuned (nondeterministic) conv algorithms.
             torch.backends.cudnn.benchmark = False
             torch.backends.cudnn.deterministic = True
@@ -122,7 +85,7 @@ class FusionEngine:
         other: the same shape (scalar, mapped by ``other_window``), or that shape plus a
                last axis of 3 (RGB, mapped by ``other_window``, e.g. 0-255 for 8-bit).
                A scalar ``other`` with a ``colour_table`` (K, 3) is shown through the table
-               first (METHOD.md section 3) and fused as colour.
+               first (docs/method.md §3) and fused as colour.
         axis:  slicing axis for 3D arrays.
         Returns float32 [0, 1] with the MRI's shape (grey), or uint8 RGB with a last
         axis of 3 (colour). ``cancel()`` returning True raises FusionCancelled.
@@ -148,13 +111,10 @@ class FusionEngine:
                 if not colour:
                     output_slices[start:stop] = self.fuse_grey(mri01, other_window.apply(other_slices[start:stop]))
                 else:
+                    rgb = other_window.apply(other_slices[start:stop])
                     if colour_table is not None:
-                        rgb = apply_colour_table(other_window.apply(other_slices[start:stop]), colour_table)
-                    else:
-                        rgb = other_window.apply(other_slices[start:stop])
-                    ycc = rgb_to_ycbcr(rgb)
-                    ycc[..., 0] = self.fuse_grey(mri01, ycc[..., 0])
-                    output_slices[start:stop] = to_8bit(ycbcr_to_rgb(ycc))
+                        rgb = apply_colour_table(rgb, colour_table)
+                    output_slices[start:stop] = delivered_8bit(self.fuse_grey(mri01, luma(rgb)), rgb)
                 if progress is not None:
                     progress(stop, total)
         return output

@@ -27,8 +27,10 @@ import dataclasses
 import numpy as np
 
 from ..errors import InputError
+from ..modality import MODALITIES
 
-MODALITIES = ("mri", "ct", "spect", "pet")
+#: Every image gets a window by its kind: the MRI's, or the other modality's.
+WINDOW_KINDS = ("mri", *MODALITIES)
 CT_WINDOW_HU = (-100.0, 200.0)
 MRI_UPPER_PERCENTILE = 99.5
 COUNTS_UPPER_PERCENTILE = 99.9
@@ -73,8 +75,8 @@ def window_for(values: np.ndarray, modality: str, ct_window: tuple[float, float]
     a CT in Hounsfield units gets :data:`CT_WINDOW_HU`.
     Raises InputError for an image without contrast.
     """
-    if modality not in MODALITIES:
-        raise InputError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
+    if modality not in WINDOW_KINDS:
+        raise InputError(f"unknown modality {modality!r}; choose one of {', '.join(WINDOW_KINDS)}")
     if modality == "ct" and ct_window is not None:
         return IntensityWindow(*ct_window)
     if values.dtype == np.uint8:

@@ -13,17 +13,9 @@ import numpy as np
 
 from ..errors import InputError
 from ..io.images import as_rgb_or_scalar, as_scalar, as_slice_of, check_image, resample_onto, squeeze_single_slice
+from ..modality import check_modality
 from .engine import CancelCallback, FusionEngine, ProgressCallback
 from .intensity import EIGHT_BIT_WINDOW, IntensityWindow, window_for
-
-#: modality of the other image -> task (which trained model fuses it)
-TASK_OF_MODALITY = {"ct": "MRI-CT", "spect": "MRI-SPECT", "pet": "MRI-PET"}
-
-
-def check_modality(modality: str) -> str:
-    if modality not in TASK_OF_MODALITY:
-        raise InputError(f"unknown modality {modality!r}; choose one of {', '.join(TASK_OF_MODALITY)}")
-    return modality
 
 
 def default_axis(image) -> int:
@@ -47,24 +39,25 @@ def prepare_inputs(mri, other, modality: str, colour_table: np.ndarray | None = 
 
     3D images, single slices included, are placed by their geometry and stay 3D.
     """
-    check_modality(modality)
+    other_modality = check_modality(modality)
+    label = other_modality.label
     mri = as_scalar(mri, "MRI")
-    other = as_rgb_or_scalar(other, modality.upper())
+    other = as_rgb_or_scalar(other, label)
     check_image(mri, "MRI")
-    check_image(other, modality.upper())
-    if other.GetNumberOfComponentsPerPixel() == 3 and modality == "ct":
-        other = as_scalar(other, "CT")
+    check_image(other, label)
+    if other.GetNumberOfComponentsPerPixel() == 3 and not other_modality.shown_in_colour:
+        other = as_scalar(other, label)  # a CT stored as grey RGB
     if colour_table is not None and other.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"a colour table was given but the {modality.upper()} image is already RGB")
+        raise InputError(f"a colour table was given but the {label} image is already RGB")
     if mri.GetDimension() == other.GetDimension() == 3:
-        return mri, resample_onto(mri, other, modality.upper())
+        return mri, resample_onto(mri, other, label)
     # 2D pictures (PNG, JPEG) carry no reliable geometry: they pair pixel to pixel with the other
     # image, which may be a single slice of a volume format; the result has the MRI's geometry.
     flat_mri, flat_other = squeeze_single_slice(mri), squeeze_single_slice(other)
     if flat_mri.GetDimension() != flat_other.GetDimension():
-        raise InputError(f"the MRI is {mri.GetDimension()}D but the {modality.upper()} is {other.GetDimension()}D")
+        raise InputError(f"the MRI is {mri.GetDimension()}D but the {label} is {other.GetDimension()}D")
     if flat_mri.GetSize() != flat_other.GetSize():
-        raise InputError(f"the 2D images have different sizes: MRI {flat_mri.GetSize()}, {modality.upper()} {flat_other.GetSize()}")
+        raise InputError(f"the 2D images have different sizes: MRI {flat_mri.GetSize()}, {label} {flat_other.GetSize()}")
     return mri, (as_slice_of(flat_other, mri) if mri.GetDimension() == 3 else flat_other)
 
 
@@ -86,8 +79,9 @@ def fuse_images(mri, other, modality: str, *, method: str | None = None, axis: i
     with the MRI's geometry. Raises InputError before any work for bad input and
     FusionCancelled when ``cancel()`` returns True.
     """
+    # The engine first: an unknown method or device, or missing weights, is refused before resampling.
+    engine = FusionEngine(method, check_modality(modality).task, device, batch_size, model)
     mri, other = prepare_inputs(mri, other, modality, colour_table)
-    engine = FusionEngine(method, TASK_OF_MODALITY[modality], device, batch_size, model)
     return fuse_prepared(mri, other, modality, engine, axis=axis, colour_table=colour_table,
                          colour_range=colour_range, ct_window=ct_window, progress=progress, cancel=cancel)
 

@@ -1,4 +1,4 @@
-"""Parameter-free fusion rules on EH-DRAN latents (METHOD.md section 2).
+"""Parameter-free fusion rules on EH-DRAN latents (docs/method.md §2).
 
 Every rule takes the two encoder outputs f1 (MRI) and f2 (other modality), each
 (B, C, H, W), and returns the fused latent (B, C, H, W) that the decoder turns

@@ -17,13 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-
-#: task -> (folder of the other modality, modality name used by the engine)
-TASKS: dict[str, tuple[str, str]] = {
-    "MRI-CT": ("CT", "ct"),
-    "MRI-SPECT": ("SPECT", "spect"),
-    "MRI-PET": ("PET", "pet"),
-}
+from ..modality import check_task
 
 #: Validation cases of the development data (``../shared/data/harvard``), drawn once
 #: with numpy's default_rng(3407), a quarter of each task's cases (at least one).
@@ -55,12 +49,6 @@ def case_of(name: str) -> str:
     return name[:2]
 
 
-def check_task(task: str) -> str:
-    if task not in TASKS:
-        raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
-    return task
-
-
 def find_pairs(mri_dir: Path | str, other_dir: Path | str) -> list[Pair]:
     """Pairs of same-named images (by file stem) in two folders, sorted by name.
 
@@ -87,10 +75,9 @@ def unmatched_names(mri_dir: Path | str, other_dir: Path | str) -> list[str]:
 
 
 def task_pairs(root: Path | str, task: str) -> list[Pair]:
-    """All pairs of ``task`` under ``root/<task>/{MRI,<OTHER>}``."""
-    check_task(task)
+    """All pairs of ``task`` under ``root/<task>/{MRI,<OTHER>}`` (OTHER: the modality's label, e.g. CT)."""
     folder = Path(root) / task
-    return find_pairs(folder / "MRI", folder / TASKS[task][0])
+    return find_pairs(folder / "MRI", folder / check_task(task).label)
 
 
 def read_grey01(path: Path | str) -> tuple[np.ndarray, np.ndarray | None]:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import InputError
+from .files import atomic_path
 
 # Single-file formats only: a header + data pair (.nhdr, .mhd) could not be renamed atomically.
 WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".png", ".tif", ".tiff")
@@ -241,18 +241,5 @@ def write_image(image, path: Path | str) -> None:
     suffix = full_suffix(path)
     if suffix in TWO_D_SUFFIXES:
         image = squeeze_single_slice(image)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".partial{suffix}", dir=path.parent)
-    os.close(handle)
-    try:
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp makes it private (0600); give it a normal file's mode
-        sitk.WriteImage(to_savable(image, path), temporary, useCompression=suffix not in TWO_D_SUFFIXES)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)  # reading the umask means setting it; put it back at once
-    os.umask(mask)
-    return mask
+    with atomic_path(path) as temporary:
+        sitk.WriteImage(to_savable(image, path), str(temporary), useCompression=suffix not in TWO_D_SUFFIXES)

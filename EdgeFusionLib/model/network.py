@@ -1,4 +1,4 @@
-"""EH-DRAN: the Edge-Enhanced Dilated Residual Attention Network (METHOD.md section 1).
+"""EH-DRAN: the Edge-Enhanced Dilated Residual Attention Network (docs/method.md §1).
 
 One module per block of the paper. Shapes use B = batch, H x W = image size
 (both even: the attention mask pools 2x2), 64 latent channels at full resolution.
@@ -154,7 +154,7 @@ class SharedBatchNorm(nn.Module):
 
 
 class Encoder(nn.Module):
-    """Image (B, 1, H, W) in [0, 1] -> latent E(I) (B, 64, H, W). METHOD.md section 1, steps 1-8."""
+    """Image (B, 1, H, W) in [0, 1] -> latent E(I) (B, 64, H, W). docs/method.md §1, steps 1-8."""
 
     def __init__(self, channels: int = LATENT_CHANNELS):
         super().__init__()

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from .. import RESOURCES_DIR
 from ..errors import InputError, MissingWeightsError
-from ..io.atlas import check_task
+from ..io.files import atomic_path, write_json_atomic
+from ..modality import check_task
 
 #: Overrides the models folder (e.g. a user's own trained weights with their own manifest).
 MODELS_DIR_ENV = "EDGEFUSION_MODELS_DIR"
@@ -99,9 +100,8 @@ def save_weights(model, path: Path | str, metadata: dict[str, str] | None = None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    partial = path.with_name(path.name + ".partial")
-    save_file(tensors, str(partial), metadata=metadata)
-    os.replace(partial, path)
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary), metadata=metadata)
     return sha256_of(path)
 
 
@@ -115,8 +115,5 @@ def register_weights(task: str, path: Path | str, provenance: dict, folder: Path
     manifest = read_manifest(folder)
     entry = {"file": path.name, "sha256": sha256_of(path), "bytes": path.stat().st_size, **provenance}
     manifest["models"][task] = entry
-    manifest_path = folder / MANIFEST_NAME
-    partial = manifest_path.with_name(MANIFEST_NAME + ".partial")
-    partial.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(partial, manifest_path)
+    write_json_atomic(folder / MANIFEST_NAME, manifest)
     return entry

@@ -1,9 +1,9 @@
-"""Stage-1 reconstruction loss terms (METHOD.md section 4).
+"""Stage-1 reconstruction loss terms (docs/method.md §4).
 
 ``MSE(x_hat, x) + lambda_grad * L_grad + lambda_perc * L_perc`` on image batches
 (B, 1, H, W) in [0, 1].
 
-* ``gradient_loss``: fixed Sobel kernels, valid convolution, exactly as METHOD.md.
+* ``gradient_loss``: fixed Sobel kernels, valid convolution, exactly as docs/method.md.
 * ``ssim_loss``: 1 - SSIM (Gaussian 11x11, sigma 1.5, data range 1), the default
   offline substitute for the VGG perceptual term (ImageNet weights cannot be
   downloaded on the development machines; see Resources/Models/README.md for the

@@ -1,4 +1,4 @@
-"""Stage-1 training: EH-DRAN as an autoencoder of single images (METHOD.md section 4).
+"""Stage-1 training: EH-DRAN as an autoencoder of single images (docs/method.md §4).
 
 ``edgefusion train --task MRI-CT --data ../shared/data/harvard --out runs/mri-ct``
 
@@ -39,7 +39,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..io.atlas import TASKS, VALIDATION_CASES, Pair, check_task, read_grey01, split_by_case, task_pairs
+from ..devices import resolve_device
+from ..io.atlas import VALIDATION_CASES, Pair, read_grey01, split_by_case, task_pairs
+from ..io.files import atomic_path, write_json_atomic
+from ..modality import TASKS, check_task
 
 CHECKPOINT_NAME = "last.safetensors"
 #: Full-size training images (evenly spaced) whose batch statistics set the BatchNorm's running
@@ -112,7 +115,7 @@ class TrainConfig:
             return cls.from_dict(json.load(stream))
 
     def save(self, path: Path | str) -> None:
-        _write_json(Path(path), self.to_dict())
+        write_json_atomic(Path(path), self.to_dict())
 
     def same_run_as(self, other: "TrainConfig") -> bool:
         """True when ``other`` continues this run: all settings equal except the epoch count."""
@@ -234,17 +237,6 @@ def check_crop_fits(images: list[np.ndarray], crop: int) -> None:
 # Device, seeding
 
 
-def resolve_device(name: str):
-    """'auto' -> CUDA when available, else CPU; anything else is passed to torch."""
-    import torch
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError("device 'cuda' requested but no CUDA GPU is available")
-    return device
-
 
 def hardware_description(device) -> str:
     import torch
@@ -281,9 +273,8 @@ def save_checkpoint(path: Path, model, optimizer, config: TrainConfig, state: di
         "param_groups": json.dumps(optim_state["param_groups"]),
         "state": json.dumps(state, sort_keys=True),
     }
-    partial = path.with_name(path.name + ".partial")
-    save_file(tensors, str(partial), metadata=metadata)
-    os.replace(partial, path)
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary), metadata=metadata)
 
 
 def load_checkpoint(path: Path, model, optimizer) -> tuple[TrainConfig, dict]:
@@ -363,11 +354,6 @@ def validate(model, images: list[np.ndarray], device) -> dict[str, float]:
 # Logs
 
 
-def _write_json(path: Path, values) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(values, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(partial, path)
-
 
 def _read_json(path: Path):
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
@@ -412,8 +398,10 @@ def train(config: TrainConfig, data_dir: Path | str, out_dir: Path | str, progre
     ``progress`` shows a tqdm bar when stderr is a terminal; ``log`` receives one line
     per epoch (and the data summary).
     """
+    import torch
+
     config.validate()
-    device = resolve_device(config.device)
+    device = torch.device(resolve_device(config.device))
     with deterministic_cuda(enabled=device.type == "cuda"):
         return _train(config, device, Path(data_dir), Path(out_dir), progress, resume, log)
 
@@ -453,7 +441,7 @@ def _train(config: TrainConfig, device, data_dir: Path, out_dir: Path, progress:
                              "resume with the same --data, or use a new --out folder or --no-resume")
         log(f"resuming {config.task} after epoch {state['epoch']} (best val PSNR {state['best_psnr']:.2f} dB at epoch {state['best_epoch']})")
     rows = [row for row in read_log(out_dir) if row["epoch"] <= state["epoch"]]
-    _write_json(out_dir / "split.json", split)
+    write_json_atomic(out_dir / "split.json", split)
     config.save(out_dir / "config.json")
     log(
         f"{config.task}: {len(train_images)} training images (cases {', '.join(split['train_cases'])}), "
@@ -506,7 +494,7 @@ def _train(config: TrainConfig, device, data_dir: Path, out_dir: Path, progress:
         )
 
     best_row = next((row for row in rows if row["epoch"] == state["best_epoch"]), {})
-    _write_json(
+    write_json_atomic(
         out_dir / "summary.json",
         {
             "task": config.task,
@@ -583,7 +571,7 @@ def register_cli(subparsers) -> None:
         description="Stage-1 EH-DRAN training on paired images in <data>/<task>/{MRI,CT|SPECT|PET}; "
         "resumes from <out>/last.safetensors when present.",
     )
-    parser.add_argument("--task", choices=sorted(TASKS), help="task (default: the config's)")
+    parser.add_argument("--task", choices=list(TASKS), help="task (default: the config's)")
     parser.add_argument("--data", required=True, help="folder holding <task>/MRI and <task>/<OTHER> image folders")
     parser.add_argument("--out", required=True, help="run folder (checkpoints, logs, best weights)")
     parser.add_argument("--config", help="training config JSON (e.g. Resources/Models/configs/mri-ct.json)")
