@@ -4,8 +4,8 @@ Layout (the Extension Wizard's scripted-module template):
 
 * ``EdgeFusion``: module description, registration of the sample data;
 * ``EdgeFusionParameterNode``: the panel's state, saved with the scene;
-* ``EdgeFusionWidget``: the panel (``Resources/UI/EdgeFusion.ui``), runs the fusion in a
-  background process with progress and Cancel;
+* ``EdgeFusionWidget``: the panel (``Resources/UI/EdgeFusion.ui``), a thin Qt binding of
+  ``EdgeFusionMRML.controller.FusionController`` (state and behaviour, shared with the web app);
 * ``EdgeFusionLogic``: what batch scripts use; the work is done by
   ``EdgeFusionMRML.logic.VolumeFusionLogic`` (no Qt, tested in CI with Slicer's MRML libraries);
 * ``EdgeFusionTest``: the self-test, run from the Reload & Test button or ``slicer.selfTests``.
@@ -42,7 +42,8 @@ from slicer.util import VTKObservationMixin
 
 from EdgeFusionMRML import dependencies, environment
 from EdgeFusionMRML.background import BackgroundFusion
-from EdgeFusionMRML.logic import VolumeFusionLogic, modality_entry
+from EdgeFusionMRML.controller import DEFAULT_RULE_LABEL, FusionController, FusionSettings, device_summary, fusion_rule_choices
+from EdgeFusionMRML.logic import VolumeFusionLogic
 
 environment.ensure_library_importable()
 from EdgeFusionLib.modality import MODALITIES  # noqa: E402  (the modality table; imports nothing heavy)
@@ -152,15 +153,20 @@ class EdgeFusionParameterNode:
 
 
 class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel: a binding of ``EdgeFusionMRML.controller.FusionController`` to Qt widgets.
+
+    The parameter node is the controller's settings (same field names); Qt signals call the
+    controller, and :meth:`_render` shows its ``view()``. What is valid, what Apply does, what is
+    enabled when, and the status line are the controller's, tested in CI without Qt.
+    """
+
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)  # needed for parameter node observation
         self.logic = None
+        self.controller = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
-        self._run = None  # the BackgroundFusion in progress, if any
-        self._runStartTime = 0.0
-        self._otherVolumeId = None  # the second volume whose modality was last filled in
         self._pollTimer = None
 
     def setup(self) -> None:
@@ -172,9 +178,10 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         uiWidget.setMRMLScene(slicer.mrmlScene)
 
         self.logic = EdgeFusionLogic()
+        self.controller = FusionController(self.logic, FusionSettings(), run_factory=self._backgroundFusion)
 
         self.ui.progressBar.hide()
-        self.ui.fusionRuleComboBox.addItem(_("Default for the modality"), "")
+        self.ui.fusionRuleComboBox.addItem(_(DEFAULT_RULE_LABEL), "")
         self._pollTimer = qt.QTimer()
         self._pollTimer.setInterval(PROGRESS_POLL_INTERVAL_MS)
         self._pollTimer.connect("timeout()", self._onPollTimer)
@@ -188,15 +195,15 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.colourTableSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onColourTableChanged)
         self.ui.advancedCollapsibleButton.connect("contentsCollapsed(bool)", self.onAdvancedCollapsed)
         # Live display controls.
-        self.ui.opacitySliderWidget.connect("valueChanged(double)", self.onOpacityChanged)
-        self.ui.fusedOnTopCheckBox.connect("toggled(bool)", self.onFusedOnTopToggled)
+        self.ui.opacitySliderWidget.connect("valueChanged(double)", self.controller.set_opacity)
+        self.ui.fusedOnTopCheckBox.connect("toggled(bool)", self.controller.set_fused_on_top)
 
         self.ui.applyButton.connect("clicked(bool)", self.onApplyButton)
 
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        self._cancelRun(waitForWorker=True)
+        self._stopRun()
         self.removeObservers()
 
     def enter(self) -> None:
@@ -211,7 +218,7 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onSceneStartClose(self, caller, event) -> None:
         # Stop the worker for good: its result belongs to the scene being closed, not to the next one.
-        self._cancelRun(waitForWorker=True)
+        self._stopRun()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -221,11 +228,11 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onSceneEndImport(self, caller, event) -> None:
         # A loaded scene brings its own modality for its second volume: nothing to guess.
         if self._parameterNode is not None:
-            self._otherVolumeId = _idOf(self._parameterNode.otherVolume)
+            self.controller.remember_other_volume()
 
     def onReload(self) -> None:
         """Reload EdgeFusionLib and EdgeFusionMRML too, so code changes in them take effect."""
-        self._cancelRun(waitForWorker=True)
+        self._stopRun()
         environment.reload_edgefusion_modules()
         super().onReload()
 
@@ -233,18 +240,7 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
-        if not self._parameterNode.mriVolume and not self._parameterNode.otherVolume:
-            self._selectDefaultInputs()
-
-    def _selectDefaultInputs(self) -> None:
-        """Pick the first volume of a known CT/SPECT/PET modality as the second input and another as MRI."""
-        volumes = [node for node in slicer.util.getNodesByClass("vtkMRMLScalarVolumeNode") if not node.IsA("vtkMRMLLabelMapVolumeNode")]
-        other = next((node for node in volumes if self.logic.guess_modality(node).modality), None)
-        mri = next((node for node in volumes if node is not other and not node.IsA("vtkMRMLVectorVolumeNode")), None)
-        if mri:
-            self._parameterNode.mriVolume = mri
-        if other:
-            self._parameterNode.otherVolume = other
+        self.controller.select_default_inputs()
 
     def setParameterNode(self, inputParameterNode: Optional[EdgeFusionParameterNode]) -> None:
         if self._parameterNode:
@@ -252,22 +248,19 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
         self._parameterNode = inputParameterNode
         if self._parameterNode:
-            # The modality saved with these parameters stands; it is guessed only for a newly chosen volume.
-            self._otherVolumeId = _idOf(self._parameterNode.otherVolume)
+            self.controller.adopt(self._parameterNode)  # its saved modality stands
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._onParameterNodeModified)
             self._onParameterNodeModified()
 
     def _onParameterNodeModified(self, caller=None, event=None) -> None:
-        """Show the parameters the wrapper does not bind, and enable Apply only for valid inputs."""
-        parameters = self._parameterNode
-        if parameters is None:
-            return
-        otherVolumeId = _idOf(parameters.otherVolume)
-        if otherVolumeId != self._otherVolumeId:
-            self._otherVolumeId = otherVolumeId
-            if not slicer.mrmlScene.IsImporting():  # see onSceneEndImport
-                self._fillInFromOtherVolume(parameters.otherVolume)
+        if self._parameterNode is not None:
+            self.controller.settings_changed()
+            self._render()
+
+    def _render(self) -> None:
+        """Show the controller's view: what the wrapper does not bind, enabled states, Apply, progress, status."""
+        parameters, view = self._parameterNode, self.controller.view()
         with _NoSignals(self.ui.fusionRuleComboBox, self.ui.colourTableSelector):
             index = self.ui.fusionRuleComboBox.findData(parameters.fusionRule)
             if index < 0:  # a rule saved in the scene but not listed yet: list it
@@ -275,53 +268,20 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 index = self.ui.fusionRuleComboBox.count - 1
             self.ui.fusionRuleComboBox.currentIndex = index
             self.ui.colourTableSelector.setCurrentNode(parameters.colourTable)
-        self._updateColourTableEnabled()
-        self._updateApplyButton()
-
-    def _updateColourTableEnabled(self) -> None:
-        parameters = self._parameterNode
-        greyColourVolume = (
-            parameters.otherVolume is not None
-            and modality_entry(parameters.modality).shown_in_colour
-            and not parameters.otherVolume.IsA("vtkMRMLVectorVolumeNode")
-        )
-        self.ui.colourTableSelector.enabled = greyColourVolume
-        self.ui.colourTableLabel.enabled = greyColourVolume
-
-    def _updateApplyButton(self) -> None:
-        if self._run is not None and self._run.cancel_requested:
-            self.ui.applyButton.text = _("Cancelling...")
-            self.ui.applyButton.enabled = False
-            return
-        if self._run is not None:
-            self.ui.applyButton.text = _("Cancel")
-            self.ui.applyButton.toolTip = _("Stop the fusion; the scene stays as it was.")
-            self.ui.applyButton.enabled = True
-            return
-        parameters = self._parameterNode
-        self.ui.applyButton.text = _("Apply")
-        problem = self.logic.validate_inputs(parameters.mriVolume, parameters.otherVolume, parameters.modality, parameters.outputVolume)
-        self.ui.applyButton.enabled = problem is None
-        self.ui.applyButton.toolTip = problem or _("Fuse the two volumes.")
+        self.ui.colourTableSelector.enabled = self.ui.colourTableLabel.enabled = view.colour_table_enabled
+        self.ui.applyButton.text = _(view.apply_text)
+        self.ui.applyButton.enabled = view.apply_enabled
+        self.ui.applyButton.toolTip = _(view.apply_tooltip)
+        for widget in (self.ui.inputsCollapsibleButton, self.ui.outputsCollapsibleButton, self.ui.advancedCollapsibleButton):
+            widget.enabled = view.inputs_enabled
+        self.ui.progressBar.visible = view.progress is not None
+        if view.progress is not None:
+            done, total = view.progress
+            self.ui.progressBar.setRange(0, total)  # (0, 0): busy until the worker reports the number of slices
+            self.ui.progressBar.value = done
+        self.ui.statusLabel.text = view.status
 
     # ---------------------------------------------------------------- GUI events
-
-    def _fillInFromOtherVolume(self, node) -> None:
-        """Preselect the modality (DICOM modality or name) and a colour table for a newly chosen second volume.
-
-        The status line says where the modality came from, or that it must be chosen, so that a
-        guess is never taken silently (the command line refuses to guess where this panel asks).
-        """
-        if node is None:
-            return
-        guess = self.logic.guess_modality(node)
-        if guess.modality is not None:
-            self._parameterNode.modality = guess.modality.label
-            self.ui.statusLabel.text = _("Modality {label} preselected: {reason}. Change it if that is wrong.").format(
-                label=guess.modality.label, reason=guess.reason)
-        else:
-            self.ui.statusLabel.text = _("Choose the modality of '{name}': {reason}.").format(name=node.GetName(), reason=guess.reason)
-        self._parameterNode.colourTable = self.logic.fusion_colour_node(node)
 
     def onFusionRuleChanged(self, index) -> None:
         if self._parameterNode is not None and index >= 0:
@@ -332,165 +292,64 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNode.colourTable = node
 
     def onAdvancedCollapsed(self, collapsed) -> None:
-        if not collapsed:
-            self._listFusionRulesAndDevices()
-
-    def _listFusionRulesAndDevices(self) -> None:
-        """Fill the fusion rules and name the GPU; needs torch, so only once it is installed."""
+        if collapsed:
+            return
+        # The rules and devices are listed by EdgeFusionLib, which needs torch: only once it is installed.
         import importlib.util
 
         if importlib.util.find_spec("torch") is None:
             self.ui.deviceInfoLabel.text = _("PyTorch is set up on the first Apply.")
             return
-        environment.ensure_library_importable()
-        from EdgeFusionLib.fusion.engine import available_devices
-        from EdgeFusionLib.fusion.methods import method_names
-
         with _NoSignals(self.ui.fusionRuleComboBox):
-            for name in method_names():
-                if self.ui.fusionRuleComboBox.findData(name) < 0:
-                    self.ui.fusionRuleComboBox.addItem(name, name)
-        gpus = [entry["name"] for entry in available_devices() if entry["device"].startswith("cuda")]
-        self.ui.deviceInfoLabel.text = (_("GPU: ") + ", ".join(gpus)) if gpus else _("No CUDA GPU found: the CPU is used.")
-
-    def onOpacityChanged(self, value) -> None:
-        if self._shownResult():
-            self.logic.set_foreground_opacity(value)
-
-    def onFusedOnTopToggled(self, fusedOnTop) -> None:
-        shown = self._shownResult()
-        if shown:
-            self.logic.show_result(*shown, fused_on_top=fusedOnTop, opacity=self._parameterNode.opacity, fit_views=False)
-
-    def _shownResult(self):
-        """(MRI node, fused node) of the last run while the slice views show them, else None.
-
-        Display changes only views that show the result: reopening a scene writes the saved
-        Display values into the widgets, and that must not override views the user set up since.
-        """
-        parameters = self._parameterNode
-        if parameters is None or parameters.resultMriVolume is None or parameters.resultVolume is None:
-            return None
-        nodes = parameters.resultMriVolume, parameters.resultVolume
-        composite = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceCompositeNode()
-        shown = {composite.GetBackgroundVolumeID(), composite.GetForegroundVolumeID()}
-        return nodes if shown == {node.GetID() for node in nodes} else None
+            for value, label in fusion_rule_choices()[1:]:
+                if self.ui.fusionRuleComboBox.findData(value) < 0:
+                    self.ui.fusionRuleComboBox.addItem(value, value)
+                    self.ui.fusionRuleComboBox.setItemData(self.ui.fusionRuleComboBox.count - 1, label, qt.Qt.ToolTipRole)
+        self.ui.deviceInfoLabel.text = device_summary()
 
     # ---------------------------------------------------------------- running
 
     def onApplyButton(self) -> None:
-        if self._run is not None:
-            self._cancelRun(waitForWorker=False)
-            return
         environment.ensure_library_importable()
         from EdgeFusionLib.errors import InputError
 
         try:
-            if not self._ensureDependencies():
-                return
-            with slicer.util.WaitCursor():
-                job = self._prepareJob()
-                self._startRun(job)
+            if self.controller.running or self._ensureDependencies():
+                with slicer.util.WaitCursor():
+                    self.controller.apply()  # starts a fusion, or cancels the one that runs
+                self._pollTimer.start()
         except InputError as error:
             slicer.util.errorDisplay(str(error))
         except Exception as error:
             logging.exception("EdgeFusion could not start")
             slicer.util.errorDisplay(_("EdgeFusion could not start: ") + str(error))
+        self._render()
 
-    def _prepareJob(self):
-        parameters = self._parameterNode
-        return self.logic.prepare(
-            parameters.mriVolume,
-            parameters.otherVolume,
-            parameters.modality,
-            method=parameters.fusionRule or None,
-            axis=self.logic.axis_for_plane(parameters.mriVolume, parameters.slicePlane.value),
-            device=parameters.device.value,
-            batch_size=parameters.batchSize or None,
-            colour_node=parameters.colourTable,
-            output_node=parameters.outputVolume,
-        )
-
-    def _startRun(self, job) -> None:
-        """Start the fusion in a PythonSlicer process; the poll timer follows it."""
-        run = BackgroundFusion(
+    def _backgroundFusion(self, job) -> BackgroundFusion:
+        """The worker runs in a PythonSlicer process, with Slicer's environment and temporary folder."""
+        return BackgroundFusion(
             job,
             python_executable=shutil.which("PythonSlicer") or sys.executable,
             launch=slicer.util.launchConsoleProcess,  # Slicer's environment, no console window on Windows
             work_folder=slicer.app.temporaryPath,
             log=logging.info,
         )
-        run.start()  # raises (leaving nothing behind) if the worker cannot be started
-        self._run = run
-        self._runStartTime = time.monotonic()
-        self._setInputsEnabled(False)
-        self.ui.progressBar.setRange(0, 0)  # busy until the worker reports the number of slices
-        self.ui.progressBar.show()
-        self.ui.statusLabel.text = _("Starting...")
-        self._updateApplyButton()
-        self._pollTimer.start()
 
     def _onPollTimer(self) -> None:
-        run = self._run
-        if run is None:
+        end = self.controller.poll()
+        if not self.controller.running:
             self._pollTimer.stop()
-            return
-        status = run.poll()
-        if status.slices_total:
-            self.ui.progressBar.setRange(0, status.slices_total)
-            self.ui.progressBar.value = status.slices_done
-            self.ui.statusLabel.text = _("Fusing on {device}...").format(device=status.device_name or status.device)
-        if status.is_over:
-            self._finishRun(run, status)
+        if self._parameterNode is not None:
+            self._render()
+        if end is not None and end.state == "failed":
+            slicer.util.errorDisplay(end.message)
 
-    def _finishRun(self, run, status) -> None:
-        self._pollTimer.stop()
-        self._run = None
-        seconds = time.monotonic() - self._runStartTime
-        try:
-            if status.state == "finished":
-                device = f"{status.device_name} ({status.device})" if status.device_name != status.device else status.device
-                fusedNode = self.logic.finish(run.job, run.result(), {"Device": device, "Seconds": f"{seconds:.1f}"})
-                mriNode = slicer.mrmlScene.GetNodeByID(run.job.mri_node_id)
-                self._showResult(mriNode, fusedNode)
-                self.ui.statusLabel.text = _("'{name}' made in {seconds:.1f} s on {device}.").format(name=fusedNode.GetName(), seconds=seconds, device=device)
-            elif status.state == "cancelled":
-                self.ui.statusLabel.text = _("Cancelled; the scene was not changed.")
-            else:
-                self.ui.statusLabel.text = _("Failed: ") + status.message
-                slicer.util.errorDisplay(status.message)
-        except Exception as error:
-            logging.exception("EdgeFusion could not add the result")
-            self.ui.statusLabel.text = _("Failed: ") + str(error)
-            slicer.util.errorDisplay(str(error))
-        finally:
-            run.close()
-            self.ui.progressBar.hide()
-            self._setInputsEnabled(True)
-            if self._parameterNode is not None:
-                self._updateApplyButton()
-
-    def _cancelRun(self, waitForWorker: bool) -> None:
-        run = self._run
-        if run is None:
-            return
-        run.cancel()
-        self._updateApplyButton()
-        if waitForWorker:  # closing or reloading: do not leave the worker behind
+    def _stopRun(self) -> None:
+        """Closing or reloading: stop the worker for good, do not leave it behind."""
+        if self._pollTimer is not None:
             self._pollTimer.stop()
-            self._run = None
-            run.close()
-            self.ui.progressBar.hide()
-            self._setInputsEnabled(True)
-
-    def _setInputsEnabled(self, enabled: bool) -> None:
-        for widget in (self.ui.inputsCollapsibleButton, self.ui.outputsCollapsibleButton, self.ui.advancedCollapsibleButton):
-            widget.enabled = enabled
-
-    def _showResult(self, mriNode, fusedNode) -> None:
-        parameters = self._parameterNode
-        parameters.resultMriVolume, parameters.resultVolume = mriNode, fusedNode
-        self.logic.show_result(mriNode, fusedNode, fused_on_top=parameters.fusedOnTop, opacity=parameters.opacity, fit_views=True)
+        if self.controller is not None:
+            self.controller.stop()
 
     def _ensureDependencies(self) -> bool:
         """Install torch (PyTorch extension) and the other requirements, asking the user first."""
@@ -512,10 +371,6 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             with slicer.util.WaitCursor():
                 slicer.util.pip_install(missing)
         return True
-
-
-def _idOf(node) -> Optional[str]:
-    return node.GetID() if node is not None else None
 
 
 class _NoSignals:

@@ -6,7 +6,9 @@ what EdgeFusion.py imports from it is replaced here by minimal stand-ins: ``qt``
 ``slicer.i18n`` and the few ``slicer.app`` / ``slicer.util`` calls the self-test
 makes (loading a file, the Red view's composite node). Everything the self-test
 checks (fusion, geometry, colour, cancel, bad inputs, the background process) runs
-for real. The panel itself (EdgeFusionWidget) is not exercised: it needs Slicer.
+for real. The panel itself (EdgeFusionWidget) is a thin Qt binding of
+``EdgeFusionMRML.controller.FusionController``, whose behaviour Testing/test_controller.py
+tests; here only its parameter node is checked to fit the controller.
 """
 
 from __future__ import annotations
@@ -83,13 +85,11 @@ def edgefusion(monkeypatch, tmp_path):
     sys.modules.pop("EdgeFusion", None)
 
 
-def test_module_logic_works_in_the_application_scene(edgefusion):
+def test_module_logic_fits_the_application_views(edgefusion):
     module, app = edgefusion
     logic = module.EdgeFusionLogic()
-    assert isinstance(logic, VolumeFusionLogic)
-    assert logic.scene is slicer.mrmlScene is app.scene
-    assert logic.application_logic is app.application_logic  # so that show_result can fit the views
-    # Fitting the views goes through the application's slice logics.
+    assert isinstance(logic, VolumeFusionLogic) and logic.scene is app.scene
+    # show_result fits the views through the application's slice logics.
     mri = app.add_volume(np.zeros((4, 40, 30), np.float32) + np.arange(30, dtype=np.float32), np.diag([2.0, 2.0, 5.0, 1.0]))
     fused = app.add_volume(np.ones((4, 40, 30), np.float32), np.diag([2.0, 2.0, 5.0, 1.0]))
     logic.show_result(mri, fused, opacity=0.3)
@@ -98,23 +98,29 @@ def test_module_logic_works_in_the_application_scene(edgefusion):
     assert max(red.GetSliceNode().GetFieldOfView()[:2]) == pytest.approx(80.0)  # fitted to the MRI's 40 rows x 2 mm
 
 
-def test_every_choice_the_panel_offers_is_accepted_by_the_logic(edgefusion):
-    """The panel's selectors (parameter node) and the Qt-free logic must agree on every value."""
+def test_the_parameter_node_can_be_the_controllers_settings(edgefusion):
+    """The panel hands its parameter node to FusionController as its settings: same fields, same defaults,
+    and every choice its selectors offer is one the controller and the logic accept."""
+    import dataclasses
+
     from EdgeFusionLib.devices import DEVICE_CHOICES
-    from EdgeFusionLib.fusion.options import FusionOptions
     from EdgeFusionLib.modality import MODALITIES
+    from EdgeFusionMRML.controller import PARAMETER_NODE_FIELDS, SLICE_PLANES, FusionSettings, choice_value
 
     module, app = edgefusion
     parameters = module.EdgeFusionParameterNode
+    assert tuple(parameters.__annotations__) == PARAMETER_NODE_FIELDS
+    defaults = {field.name: field.default for field in dataclasses.fields(FusionSettings)}
+    for name in PARAMETER_NODE_FIELDS:
+        if hasattr(parameters, name):  # node fields have no default
+            assert choice_value(getattr(parameters, name)) == defaults[name], name
     modality_choices = parameters.__annotations__["modality"].__metadata__[0][1]
     assert list(modality_choices) == [entry.label for entry in MODALITIES.values()]
-    assert parameters.modality in modality_choices
+    assert [plane.value for plane in module.SlicePlane] == list(SLICE_PLANES)
     assert {device.value for device in module.ComputeDevice} <= set(DEVICE_CHOICES)
-    assert FusionOptions(batch_size=parameters.batchSize).batch_size is None  # the form's 0 is the device's default
-    assert FusionOptions(method=parameters.fusionRule).method is None  # "" is the modality's default rule
     # Every slice plane maps to the right axis of an axial MRI.
     mri = app.add_volume(np.zeros((4, 5, 6), np.float32), np.diag([1.0, 1.0, 5.0, 1.0]))
-    axes = {plane: module.EdgeFusionLogic().axis_for_plane(mri, plane.value) for plane in module.SlicePlane}
+    axes = {plane: module.EdgeFusionLogic().axis_for_plane(mri, choice_value(plane)) for plane in module.SlicePlane}
     assert axes == {module.SlicePlane.AUTOMATIC: None, module.SlicePlane.AXIAL: 0, module.SlicePlane.CORONAL: 1,
                     module.SlicePlane.SAGITTAL: 2}
 

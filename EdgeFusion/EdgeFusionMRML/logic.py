@@ -474,7 +474,8 @@ class VolumeFusionLogic:
                 self.scene.RemoveNode(display_node)
         self.scene.RemoveNode(node)
 
-    def _slice_composite_nodes(self) -> list:
+    def slice_composite_nodes(self) -> list:
+        """The scene's slice composite nodes (one per slice view: which volumes it shows, blended how)."""
         collection = self.scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
         return [collection.GetItemAsObject(index) for index in range(collection.GetNumberOfItems())]
 
@@ -485,7 +486,7 @@ class VolumeFusionLogic:
         otherwise the MRI is drawn over the fused volume.
         """
         background, foreground = (mri_node, fused_node) if fused_on_top else (fused_node, mri_node)
-        for composite_node in self._slice_composite_nodes():
+        for composite_node in self.slice_composite_nodes():
             composite_node.SetBackgroundVolumeID(background.GetID())
             composite_node.SetForegroundVolumeID(foreground.GetID())
             composite_node.SetForegroundOpacity(float(opacity))
@@ -494,7 +495,7 @@ class VolumeFusionLogic:
 
     def set_foreground_opacity(self, opacity: float) -> None:
         """Blend of the foreground layer in every slice view (0: background only, 1: foreground only)."""
-        for composite_node in self._slice_composite_nodes():
+        for composite_node in self.slice_composite_nodes():
             composite_node.SetForegroundOpacity(float(opacity))
 
     def fit_slice_views(self) -> None:
