@@ -79,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_option(demo)
     demo.set_defaults(func=run_demo)
 
+    # The web app is another front end: its options are its own, imported here without trame or Slicer.
+    from EdgeFusionApp.launcher import add_arguments as add_app_arguments
+
+    app = commands.add_parser("app", help="start the web app (browser front end; needs the [app] extra)",
+                              description="Start the EdgeFusion web app and print the address to open.")
+    add_app_arguments(app)
+    app.set_defaults(func=run_app)
+
     # evaluate and train are defined beside their code
     from .evaluation import evaluate
     from .training import trainer
@@ -274,6 +282,13 @@ def run_info(args) -> int:
     print("defaults: " + ", ".join(f"{task} {method}" for task, method in info["default_methods"].items()))
     print("devices: " + ", ".join(f"{d['device']} ({d['name']})" for d in info["devices"]))
     return 0
+
+
+def run_app(args) -> int:
+    """The web app runs until Ctrl+C (the trame and Slicer packages are imported by the session processes)."""
+    from EdgeFusionApp.launcher import run
+
+    return run(args)
 
 
 def run_demo(args) -> int:
