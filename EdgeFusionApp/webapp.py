@@ -321,7 +321,8 @@ class EdgeFusionWebApp(TrameApp):
 
     def _build_ui(self) -> None:
         with SinglePageWithDrawerLayout(self.server, full_height=True) as self.ui:
-            client.Style("html { overflow-y: hidden; } .ef-panel .v-input { margin-bottom: 2px; }")
+            client.Style("html { overflow-y: hidden; } .v-footer { display: none !important; } "
+                         ".ef-panel .v-input { margin-bottom: 2px; }")
             self.ui.title.set_text("EdgeFusion: MRI + CT / SPECT / PET fusion")
             self.ui.drawer.width = 380
             with self.ui.drawer:
@@ -382,7 +383,7 @@ class EdgeFusionWebApp(TrameApp):
                                disabled=("!ef_inputs_enabled || !ef_colour_enabled",), raw_attrs=['data-testid="colour-select"'])
 
     def _build_apply(self) -> None:
-        with v3.VTooltip(text=("ef_apply_tooltip",), location="bottom"):
+        with v3.VTooltip(text=("ef_apply_tooltip",), location="top"):
             with v3.Template(v_slot_activator="{ props }"):
                 with html.Div(v_bind="props"):
                     v3.VBtn("{{ ef_apply_text }}", click=self.apply, disabled=("!ef_apply_enabled",), color="primary",
