@@ -35,6 +35,8 @@ TOKEN_COOKIE = "edgefusion_token"
 LOOPBACK = "127.0.0.1"
 #: Seconds a new session process may take to listen (importing VTK, Slicer and torch dominates).
 SESSION_START_TIMEOUT_S = 120
+#: How often ended session processes are looked for (their folders are then removed), in seconds.
+REAP_INTERVAL_S = 10
 #: Relayed WebSocket messages up to this size (wslink splits larger ones into 4 MiB chunks).
 MAX_RELAYED_MESSAGE = 64 * 1024**2
 
@@ -155,6 +157,16 @@ class Launcher:
             return None
         return session
 
+    def reap(self) -> None:
+        """Forget the sessions whose process has ended (its browser left), removing their folders."""
+        for identifier in list(self.sessions):
+            self.live_session(identifier)
+
+    async def _reap_forever(self, app) -> None:
+        while True:
+            await asyncio.sleep(REAP_INTERVAL_S)
+            self.reap()
+
     def stop(self) -> None:
         for session in self.sessions.values():
             session.stop()
@@ -179,7 +191,8 @@ class Launcher:
         app = web.Application(middlewares=[require_token], client_max_size=MAX_RELAYED_MESSAGE)
         app.router.add_get("/", self.new_session)
         app.router.add_route("*", "/s/{identifier}/{tail:.*}", self.relay)
-        app.on_shutdown.append(lambda _: asyncio.get_running_loop().run_in_executor(None, self.stop))
+        app.on_startup.append(lambda app: app.__setitem__("reaper", asyncio.get_running_loop().create_task(self._reap_forever(app))))
+        app.on_cleanup.append(lambda app: app["reaper"].cancel() or asyncio.sleep(0))
         return app
 
     async def new_session(self, request):

@@ -100,21 +100,27 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def server_url():
-    """``edgefusion app`` started as a user starts it, on a free loopback port."""
+def server_url(tmp_path_factory):
+    """``edgefusion app`` started as a user starts it, on a free loopback port; its folders are checked at the end."""
+    temporary = tmp_path_factory.mktemp("server-tmp")
     port = free_port()
     command = [sys.executable, "-c", "import sys; from EdgeFusionLib.cli import main; sys.exit(main())",
                "app", "--port", str(port), "--token", TOKEN, "--max-upload-mb", "50"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=REPO,
+                               env={**os.environ, "TMPDIR": str(temporary)})
     lines = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
     try:
         first = lines.get(timeout=60)
         assert first.startswith("EdgeFusion web app: http://127.0.0.1:"), first
+        (folder,) = temporary.iterdir()
+        assert folder.name.startswith("EdgeFusionApp-") and folder.stat().st_mode & 0o777 == 0o700
         yield first.split(": ", 1)[1].strip()
     finally:
         process.terminate()
-        process.wait(timeout=30)
+        process.wait(timeout=60)
+    # Uploads, jobs and downloads of every session went with the server.
+    assert list(temporary.iterdir()) == []
 
 
 def open_session(browser, url):
