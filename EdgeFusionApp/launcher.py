@@ -162,10 +162,17 @@ class Launcher:
         for identifier in list(self.sessions):
             self.live_session(identifier)
 
-    async def _reap_forever(self, app) -> None:
-        while True:
-            await asyncio.sleep(REAP_INTERVAL_S)
-            self.reap()
+    async def _reaper(self, app):
+        """While the server runs, reap ended sessions every ``REAP_INTERVAL_S`` (an aiohttp cleanup context)."""
+
+        async def reap_forever():
+            while True:
+                await asyncio.sleep(REAP_INTERVAL_S)
+                self.reap()
+
+        task = asyncio.get_running_loop().create_task(reap_forever())
+        yield
+        task.cancel()
 
     def stop(self) -> None:
         for session in self.sessions.values():
@@ -191,8 +198,7 @@ class Launcher:
         app = web.Application(middlewares=[require_token], client_max_size=MAX_RELAYED_MESSAGE)
         app.router.add_get("/", self.new_session)
         app.router.add_route("*", "/s/{identifier}/{tail:.*}", self.relay)
-        app.on_startup.append(lambda app: app.__setitem__("reaper", asyncio.get_running_loop().create_task(self._reap_forever(app))))
-        app.on_cleanup.append(lambda app: app["reaper"].cancel() or asyncio.sleep(0))
+        app.cleanup_ctx.append(self._reaper)
         return app
 
     async def new_session(self, request):

@@ -17,6 +17,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+from slicer import vtkMRMLModelSliceDisplayableManager
 from trame.app import TrameApp
 from trame.widgets import client, html
 from trame_server.utils.asynchronous import create_task
@@ -103,6 +104,9 @@ class EdgeFusionWebApp(TrameApp):
         self.layout_manager.set_layout(LAYOUT_NAME)
         for view in self.slicer.view_manager.get_slice_views():
             view.render_window().SetOffScreenRendering(1)  # no display here: render into an offscreen buffer
+            # The page shows volumes, no models. The model displayable manager redrew every view whenever one
+            # view's slice moved (the slice-plane models change), which tripled the cost of a slider move.
+            view.get_displayable_manager_by_class(vtkMRMLModelSliceDisplayableManager).SetMRMLScene(None)
 
         self.logic = VolumeFusionLogic(self.slicer.scene, self.slicer.app_logic)
         self.controller = FusionController(self.logic, FusionSettings(), run_factory=self._background_fusion)
@@ -333,7 +337,9 @@ class EdgeFusionWebApp(TrameApp):
                     self._build_display()
                     self._build_download()
             with self.ui.content:
-                with html.Div(style="position: relative; width: 100%; height: calc(100vh - 64px);", raw_attrs=['data-testid="views"']):
+                # Square views side by side: a taller view would cost render time and show only background.
+                with html.Div(style="position: relative; width: 100%; height: min(calc(100vh - 64px), calc((100vw - 380px) / 3));",
+                              raw_attrs=['data-testid="views"']):
                     self.layout_manager.initialize_layout_grid(self.ui)
 
     def _build_loading(self) -> None:
