@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from slicer import vtkMRMLModelSliceDisplayableManager
+from vtkmodules.vtkCommonCore import vtkCommand
 from trame.app import TrameApp
 from trame.widgets import client, html
 from trame_server.utils.asynchronous import create_task
@@ -48,7 +49,15 @@ from EdgeFusionMRML.logic import VolumeFusionLogic
 
 from . import uploads
 
-LAYOUT_NAME = "EdgeFusion"
+#: The view that shows the MRI alone in the comparison layout (beside the Red view with the fusion).
+MRI_ALONE_VIEW = "MRI"
+#: Page layouts: name -> how the slice views are arranged.
+LAYOUTS = {
+    "Three planes": lambda: Layout(LayoutDirection.Horizontal, [
+        ViewLayoutDefinition.axial_view(), ViewLayoutDefinition.sagittal_view(), ViewLayoutDefinition.coronal_view()]),
+    "Compare: MRI | fused": lambda: Layout(LayoutDirection.Horizontal, [
+        ViewLayoutDefinition.axial_view(label=MRI_ALONE_VIEW), ViewLayoutDefinition.axial_view()]),
+}
 #: How often the page checks on a running fusion (seconds).
 POLL_INTERVAL_S = 0.2
 #: The sample pairs offered, by the node names of ``Resources/SampleData/sampledata.json``.
@@ -99,14 +108,17 @@ class EdgeFusionWebApp(TrameApp):
         self.slicer = SlicerApp()
         register_rca_factories(self.slicer.view_manager, self.server, slice_view_ui_f=slice_slider_only)
         self.layout_manager = LayoutManager(self.slicer.scene, self.slicer.view_manager, self.server)
-        self.layout_manager.register_layout_dict({LAYOUT_NAME: Layout(LayoutDirection.Horizontal, [
-            ViewLayoutDefinition.axial_view(), ViewLayoutDefinition.sagittal_view(), ViewLayoutDefinition.coronal_view()])})
-        self.layout_manager.set_layout(LAYOUT_NAME)
+        self.layout_manager.register_layout_dict({name: layout() for name, layout in LAYOUTS.items()})
+        self.layout_manager.set_layout(next(iter(LAYOUTS)))
+        self._linking = False
         for view in self.slicer.view_manager.get_slice_views():
+            view.modified.connect(self._on_view_modified)
             view.render_window().SetOffScreenRendering(1)  # no display here: render into an offscreen buffer
             # The page shows volumes, no models. The model displayable manager redrew every view whenever one
-            # view's slice moved (the slice-plane models change), which tripled the cost of a slider move.
+            # view's slice moved (the slice-plane models change), which tripled the cost of a slider move;
+            # without it, a view is redrawn when its own slice logic changes (layers, opacity, slice, window).
             view.get_displayable_manager_by_class(vtkMRMLModelSliceDisplayableManager).SetMRMLScene(None)
+            self.slice_logic(view).AddObserver(vtkCommand.ModifiedEvent, lambda *_, view=view: view.schedule_render())
 
         self.logic = VolumeFusionLogic(self.slicer.scene, self.slicer.app_logic)
         self.controller = FusionController(self.logic, FusionSettings(), run_factory=self._background_fusion)
@@ -115,6 +127,10 @@ class EdgeFusionWebApp(TrameApp):
         self._bind_state()
         self._build_ui()
         self.server.controller.on_server_exited.add(lambda **_: self.controller.stop())
+
+    def slice_logic(self, view):
+        """The vtkMRMLSliceLogic that draws a slice view (its blended image is the view's picture)."""
+        return self.slicer.app_logic.GetSliceLogicByLayoutName(view.name)
 
     # ---------------------------------------------------------------- state <-> controller
 
@@ -135,6 +151,9 @@ class EdgeFusionWebApp(TrameApp):
         state.ef_message = ""  # an error for the user (bad upload, inputs that cannot be fused)
         state.ef_uploading = False
         state.ef_max_upload_mb = self.max_upload_bytes / 1e6
+        state.ef_layout = next(iter(LAYOUTS))
+        state.ef_layouts = list(LAYOUTS)
+        state.ef_link_views = True
         state.ef_window = state.ef_level = 0.0
         state.ef_window_range = [0.0, 1.0]
         self._show_settings()
@@ -144,8 +163,9 @@ class EdgeFusionWebApp(TrameApp):
         for name in BOUND_SETTINGS:
             self.state.change(name)(self._on_input_changed)
         self.state.change("ef_opacity")(lambda ef_opacity, **_: self.controller.set_opacity(float(ef_opacity)))
-        self.state.change("ef_fused_on_top")(lambda ef_fused_on_top, **_: self.controller.set_fused_on_top(bool(ef_fused_on_top)))
+        self.state.change("ef_fused_on_top")(self._on_fused_on_top_changed)
         self.state.change("ef_window", "ef_level")(self._on_window_level_changed)
+        self.state.change("ef_layout")(lambda ef_layout, **_: self.layout_manager.set_layout(ef_layout))
 
     def _on_input_changed(self, **_) -> None:
         settings, scene = self.controller.settings, self.slicer.scene
@@ -249,6 +269,7 @@ class EdgeFusionWebApp(TrameApp):
             for composite in self.logic.slice_composite_nodes():
                 composite.SetBackgroundVolumeID(mri.GetID())
             self.logic.fit_slice_views()
+            self._show_mri_alone()
         self._show_settings()
         self._show_view()
         self._show_window_level()
@@ -279,12 +300,38 @@ class EdgeFusionWebApp(TrameApp):
                         self.state.ef_message = end.message
                     self._show_view()
                     if end is not None:
+                        self._show_mri_alone()
                         self._show_settings()
                         self._show_window_level()
         finally:
             self._poll_task = None
 
     # ---------------------------------------------------------------- display
+
+    def _on_fused_on_top_changed(self, ef_fused_on_top, **_) -> None:
+        self.controller.set_fused_on_top(bool(ef_fused_on_top))
+        self._show_mri_alone()
+
+    def _show_mri_alone(self) -> None:
+        """The comparison layout's left view shows the MRI of the result, without the fused layer."""
+        mri = self.controller.settings.resultMriVolume or self.controller.settings.mriVolume
+        for view in self.slicer.view_manager.get_slice_views():
+            if view.name == MRI_ALONE_VIEW:
+                view.set_background_volume_id(node_id(mri))
+                view.set_foreground_volume_id(None)
+
+    def _on_view_modified(self, moved) -> None:
+        """Linked slice scrolling: views of the same orientation follow the one that moved."""
+        if self._linking or not self.state.ef_link_views:
+            return
+        self._linking = True
+        try:
+            position = moved.get_slice_value()
+            for view in self.slicer.view_manager.get_slice_views():
+                if view is not moved and view.get_orientation() == moved.get_orientation() and view.get_slice_value() != position:
+                    view.set_slice_value(position)
+        finally:
+            self._linking = False
 
     def _show_window_level(self) -> None:
         mri = self.controller.settings.resultMriVolume or self.controller.settings.mriVolume
@@ -325,7 +372,7 @@ class EdgeFusionWebApp(TrameApp):
 
     def _build_ui(self) -> None:
         with SinglePageWithDrawerLayout(self.server, full_height=True) as self.ui:
-            client.Style("html { overflow-y: hidden; } .v-footer { display: none !important; } "
+            client.Style("html { overflow-y: hidden; } .v-footer { display: none !important; } .v-main { background: #202020; } "
                          ".ef-panel .v-input { margin-bottom: 2px; }")
             self.ui.title.set_text("EdgeFusion: MRI + CT / SPECT / PET fusion")
             self.ui.drawer.width = 380
@@ -404,6 +451,10 @@ class EdgeFusionWebApp(TrameApp):
 
     def _build_display(self) -> None:
         html.Div("Display", classes="text-subtitle-2 mt-3")
+        v3.VSelect(label="Views", v_model=("ef_layout",), items=("ef_layouts",), density="compact", hide_details=True,
+                   classes="mb-1", raw_attrs=['data-testid="layout-select"'])
+        v3.VSwitch(label="Link slice scrolling", v_model=("ef_link_views",), density="compact", hide_details=True,
+                   color="primary", raw_attrs=['data-testid="link-views"'])
         v3.VSwitch(label="Fused volume on top of the MRI", v_model=("ef_fused_on_top",), density="compact",
                    hide_details=True, color="primary", raw_attrs=['data-testid="fused-on-top"'])
         v3.VSlider(label="Top layer opacity", v_model=("ef_opacity",), min=0, max=1, step=0.05, density="compact",

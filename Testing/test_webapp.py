@@ -271,7 +271,7 @@ def session(tmp_path_factory):
     app.controller.stop()
 
 
-def test_the_slice_view_in_the_browser_shows_the_fused_voxels(browser, session):
+def test_the_slice_views_in_the_browser_show_the_fused_voxels_and_scroll_together(browser, session):
     app, url = session
     page = open_session(browser, url)
     load_sample(page, "MRI + SPECT phantom")
@@ -280,16 +280,16 @@ def test_the_slice_view_in_the_browser_shows_the_fused_voxels(browser, session):
     assert "made in" in wait_for_run_end(page)
     fused = app.controller.settings.resultVolume
     red = next(view for view in app.slicer.view_manager.get_slice_views() if view.get_orientation() == "Axial")
-    composite = red._logic.GetSliceCompositeNode()
+    composite = app.slice_logic(red).GetSliceCompositeNode()
     assert (composite.GetBackgroundVolumeID(), composite.GetForegroundVolumeID()) == (
         app.controller.settings.mriVolume.GetID(), fused.GetID())
 
     time.sleep(3)  # the still (high quality) picture follows the first one
     shown = view_picture(page, 0).astype(float)
-    blended = blended_slice_image(red._logic)[::-1, :, :3].astype(float)  # VTK rows go up, the page's down
+    blended = blended_slice_image(app.slice_logic(red))[::-1, :, :3].astype(float)  # VTK rows go up, the page's down
     assert shown.shape == blended.shape
     composite.SetForegroundOpacity(0.0)
-    mri_only = blended_slice_image(red._logic)[::-1, :, :3].astype(float)
+    mri_only = blended_slice_image(app.slice_logic(red))[::-1, :, :3].astype(float)
     composite.SetForegroundOpacity(app.controller.settings.opacity)
     error = np.abs(shown - blended).mean()
     missing_layer = np.abs(shown - mri_only).mean()
@@ -299,4 +299,25 @@ def test_the_slice_view_in_the_browser_shows_the_fused_voxels(browser, session):
     page.mouse.move(VIEWPORT["width"] - 10, 10)  # no tooltip over the panel
     time.sleep(0.5)
     page.screenshot(path=str(SCREENSHOTS / "EdgeFusion-web-app.png"))
+
+    # Comparison: the MRI alone beside the fusion, scrolled together.
+    page.evaluate("() => window.trame.state.set('ef_layout', 'Compare: MRI | fused')")
+    page.wait_for_function("document.querySelectorAll('[data-testid=views] img').length === 2", timeout=SLOW * 1000)
+    mri_view = next(view for view in app.slicer.view_manager.get_slice_views() if view.name == "MRI")
+    start = red.get_slice_value()
+    page.locator("[data-testid=views] img").first.hover()
+    page.locator("[data-testid=views] .slice-slider .v-slider-thumb").first.focus()
+    for _ in range(4):
+        page.keyboard.press("ArrowRight")
+        time.sleep(0.3)
+    time.sleep(3)
+    assert mri_view.get_slice_value() > start and red.get_slice_value() == pytest.approx(mri_view.get_slice_value())
+    for index, (view, with_fusion) in enumerate(((mri_view, False), (red, True))):
+        logic = app.slice_logic(view)
+        expected = blended_slice_image(logic)[::-1, :, :3].astype(float)
+        assert (logic.GetSliceCompositeNode().GetForegroundVolumeID() == fused.GetID()) == with_fusion
+        assert np.abs(view_picture(page, index).astype(float) - expected).mean() < 1.5
+    page.mouse.move(VIEWPORT["width"] - 10, 10)
+    time.sleep(0.5)
+    page.screenshot(path=str(SCREENSHOTS / "EdgeFusion-web-app-compare.png"))
     page.context.close()
