@@ -276,3 +276,19 @@ def test_colormap_shows_a_scalar_spect_in_colour_and_fuses_its_luma(tmp_path, ca
                        "--modality", "ct", "--colormap", "hot")
     assert code == 2 and "colour table applies to SPECT or PET, not CT" in err
     assert not (tmp_path / "x.nrrd").exists()
+
+
+def test_app_refuses_a_non_loopback_address_without_allow_remote(capsys):
+    assert main(["app", "--host", "0.0.0.0"]) == 2
+    assert "add --allow-remote" in capsys.readouterr().err
+
+
+def test_the_command_line_loads_no_web_or_slicer_package():
+    """`edgefusion --help` and every command but `app` stay free of trame, Slicer, VTK and aiohttp."""
+    from pathlib import Path
+
+    code = ("import json, sys; from EdgeFusionLib.cli import build_parser; build_parser(); "
+            "print(json.dumps(sorted({name.split('.')[0] for name in sys.modules})))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent.parent, check=True)
+    assert not {"trame", "trame_slicer", "slicer", "vtk", "vtkmodules", "aiohttp"} & set(json.loads(result.stdout))
