@@ -258,7 +258,7 @@ class EdgeFusionWebApp(TrameApp):
         import slicer
 
         hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(self.slicer.scene)
-        item = hierarchy.GetItemByDataNode(node)
+        item = hierarchy.GetItemByDataNode(node) or hierarchy.CreateItem(hierarchy.GetSceneItemID(), node)
         hierarchy.SetItemAttribute(item, slicer.vtkMRMLSubjectHierarchyConstants.GetDICOMSeriesModalityAttributeName(), code)
 
     def _after_loading(self) -> None:

@@ -36,6 +36,7 @@ pytest.importorskip("trame_slicer", reason="the web app's packages are not insta
 slicer = pytest.importorskip("slicer", reason="Slicer's MRML libraries are not installed")
 
 from edgefusion_slicer_support import REPO, blended_slice_image  # noqa: E402
+from test_webapp_uploads import dicom_series_zip  # noqa: E402
 
 SCREENSHOTS = REPO / "Screenshots"
 TOKEN = "test-token-for-the-browser-tests"
@@ -191,6 +192,14 @@ def test_bad_uploads_get_a_clear_message_and_no_node(browser, server_url, tmp_pa
         assert page.get_by_test_id("message").is_visible()
         assert state(page, "ef_volume_items") == []
     page.screenshot(path=str(SCREENSHOTS / "EdgeFusion-web-app-bad-upload.png"))
+
+    # A good upload after them: a zipped DICOM series whose name says nothing; its Modality tag says CT.
+    (tmp_path / "series 4.zip").write_bytes(dicom_series_zip(tmp_path, "CT"))
+    page.locator("[data-testid=upload] input[type=file]").set_input_files(str(tmp_path / "series 4.zip"))
+    items = wait_for_state(page, "ef_volume_items", lambda value: len(value or []) == 1)
+    assert items[0]["title"] == "series 4" and state(page, "ef_other_id") == items[0]["value"]
+    assert state(page, "ef_status") == "Modality CT preselected: its DICOM Modality is CT. Change it if that is wrong."
+    assert state(page, "ef_message") == ""
     page.context.close()
 
 
