@@ -19,6 +19,7 @@ from . import __version__
 from .devices import DEFAULT_BATCH_SIZE, DEVICE_CHOICES
 from .errors import FusionCancelled, InputError
 
+EXIT_SOME_FAILED = 1  # batch --cohort: some rows were invalid or failed; the others were fused
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 130
 
@@ -62,11 +63,25 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(e.g. hot, inferno) and fuse in colour; default: fuse as grey")
     fuse.set_defaults(func=run_fuse)
 
-    batch = commands.add_parser("batch", help="fuse every pair of same-named 2D images in two folders")
-    batch.add_argument("--task", required=True, choices=list(TASKS))
-    batch.add_argument("--mri-dir", type=Path, required=True)
-    batch.add_argument("--other-dir", type=Path, required=True)
-    batch.add_argument("--out-dir", type=Path, required=True, help="receives NAME.png for every pair (created if needed)")
+    batch = commands.add_parser(
+        "batch", help="fuse every pair of same-named 2D images in two folders, or every row of a cohort file",
+        description="Two forms: --task T --mri-dir D --other-dir D (2D pictures, one process), or --cohort CSV "
+                    "(volumes or pictures, one pair per row; in this process, on a local Dask cluster with --workers, "
+                    "or on an existing one with --scheduler). docs/cohorts.md describes the cohort file.")
+    batch.add_argument("--task", choices=list(TASKS), help="two-folder form: the task of every pair")
+    batch.add_argument("--mri-dir", type=Path, help="two-folder form: the MRI pictures")
+    batch.add_argument("--other-dir", type=Path, help="two-folder form: the CT/SPECT/PET pictures, named as the MRIs")
+    batch.add_argument("--cohort", type=Path, help="cohort form: a CSV with the columns mri, other, modality and "
+                                                   "optionally output, method, register")
+    batch.add_argument("--out-dir", type=Path, required=True,
+                       help="two-folder form: receives NAME.png for every pair; cohort form: default outputs, their "
+                            "sidecars and summary.csv (created with its parents if needed)")
+    batch.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                       help="cohort form: run on this Dask scheduler (workers must see the files under the same paths)")
+    batch.add_argument("--workers", type=int, help="cohort form: run on a local Dask cluster of N worker processes")
+    batch.add_argument("--threads", type=int, help="cohort form with a cluster: torch threads per worker (default: "
+                                                  "cores / workers locally; on --scheduler the workers' own, 1 per "
+                                                  "Dask thread unless their OMP_NUM_THREADS says otherwise)")
     _add_engine_options(batch)
     batch.set_defaults(func=run_batch)
 
@@ -169,10 +184,11 @@ def _colormap(name: str):
 
 
 class _progress_bar:
-    """A tqdm bar on a terminal (slices done / total); silent otherwise."""
+    """A tqdm bar on a terminal (slices, steps or pairs done / total); silent otherwise."""
 
-    def __init__(self, label: str):
+    def __init__(self, label: str, unit: str = "slice"):
         self.label = label
+        self.unit = unit
         self.bar = None
 
     def __enter__(self):
@@ -184,7 +200,7 @@ class _progress_bar:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, desc=self.label, unit="slice", file=sys.stderr)
+            self.bar = tqdm(total=total, desc=self.label, unit=self.unit, file=sys.stderr)
         self.bar.update(done - self.bar.n)
 
     def __exit__(self, *exc):
@@ -196,6 +212,43 @@ class _progress_bar:
 # ------------------------------------------------------------------------ batch
 
 def run_batch(args) -> int:
+    """The cohort form (--cohort) or the two-folder form (--task, --mri-dir, --other-dir)."""
+    folder_options = [name for name in ("task", "mri_dir", "other_dir") if getattr(args, name) is not None]
+    if args.cohort is not None:
+        if folder_options:
+            raise InputError("--cohort replaces --task, --mri-dir and --other-dir; give one form or the other")
+        return _run_cohort(args)
+    if len(folder_options) < 3 or args.scheduler is not None or args.workers is not None or args.threads is not None:
+        raise InputError("batch needs --cohort CSV, or --task, --mri-dir and --other-dir (which run in this process, "
+                         "without --scheduler, --workers or --threads)")
+    return _run_pair_folders(args)
+
+
+def _run_cohort(args) -> int:
+    """Fuse every row of a cohort file; exit status 0 only when every row was fused or already up to date."""
+    from .cohort import read_cohort, run_cohort
+    from .devices import check_device_name
+    from .fusion.options import FusionOptions
+
+    defaults = FusionOptions(method=args.method, device=args.device, batch_size=args.batch_size)
+    on_this_machine = args.scheduler is None
+    # What does not depend on a row, once (the device by name only when workers elsewhere run the pairs).
+    (defaults if on_this_machine else FusionOptions(method=args.method, batch_size=args.batch_size)).check()
+    check_device_name(args.device)
+    cohort = read_cohort(args.cohort, args.out_dir, defaults, check_device=on_this_machine)
+    try:
+        with _progress_bar("fusing pairs", unit="pair") as progress:
+            report = run_cohort(cohort, scheduler=args.scheduler, workers=args.workers, torch_threads=args.threads,
+                                progress=progress)
+    except KeyboardInterrupt:
+        print(f"edgefusion: cancelled; the pairs finished are kept (see {args.out_dir / 'summary.csv'}) and the same "
+              "command does the rest", file=sys.stderr)
+        return EXIT_CANCELLED
+    print(report.text(), file=sys.stderr)
+    return 0 if report.succeeded else EXIT_SOME_FAILED
+
+
+def _run_pair_folders(args) -> int:
     """Fuse every same-named pair; outputs appear in OUT_DIR only when all succeeded."""
     import numpy as np
     import SimpleITK as sitk
@@ -204,7 +257,7 @@ def run_batch(args) -> int:
     from .fusion.engine import FusionEngine
     from .fusion.pipeline import fuse_prepared, prepare_inputs
     from .io.atlas import find_pairs, unmatched_names
-    from .io.images import check_not_an_input, read_image, squeeze_single_slice, write_image
+    from .io.images import check_not_an_input, check_output_folder, read_image, squeeze_single_slice, write_image
     from .modality import check_task
 
     other_modality = check_task(args.task)
@@ -214,11 +267,7 @@ def run_batch(args) -> int:
     pairs = find_pairs(args.mri_dir, args.other_dir)
     out_dir = args.out_dir
     check_not_an_input(out_dir, {"--mri-dir": args.mri_dir, "--other-dir": args.other_dir})
-    if out_dir.exists() and not out_dir.is_dir():
-        raise InputError(f"--out-dir is a file: {out_dir}")
-    parent = out_dir if out_dir.exists() else out_dir.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise InputError(f"cannot write into {out_dir}")
+    check_output_folder(out_dir, "--out-dir")
     images = []
     for pair in pairs:  # read and check everything before any fusion work
         mri, other = prepare_inputs(read_image(pair.mri_path, "MRI"), read_image(pair.other_path, other_modality.label), modality)

@@ -22,6 +22,14 @@ def _mps_available() -> bool:
     return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
 
 
+def check_device_name(device: str) -> str:
+    """``device`` when it names a device ('auto', 'cpu', 'cuda', 'cuda:N', 'mps'), without asking whether
+    this machine has it: for work that runs on other machines (cluster workers)."""
+    if not isinstance(device, str) or not _DEVICE_PATTERN.match(device):
+        raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
+    return device
+
+
 def resolve_device(device: str = "auto") -> str:
     """The device to run on: 'auto' -> 'cuda' if available, else 'mps', else 'cpu'.
 
@@ -30,8 +38,7 @@ def resolve_device(device: str = "auto") -> str:
     """
     import torch
 
-    if not isinstance(device, str) or not _DEVICE_PATTERN.match(device):
-        raise InputError(f"unknown device {device!r}; choose one of {', '.join(DEVICE_CHOICES)} (or cuda:N)")
+    check_device_name(device)
     cuda = torch.cuda.is_available()
     if device == "auto":
         return "cuda" if cuda else "mps" if _mps_available() else "cpu"

@@ -8,5 +8,6 @@ cd "$(dirname "$0")/.."
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "torch==2.13.0"
-# test: pytest and Playwright (which drives the system's Chromium); slicer: MRML libraries; app: the web app.
-.venv/bin/python -m pip install -q -e ".[test,slicer,app]"
+# test: pytest and Playwright (which drives the system's Chromium); slicer: MRML libraries; app: the web app;
+# cluster: Dask's distributed, for batch --cohort --workers/--scheduler.
+.venv/bin/python -m pip install -q -e ".[test,slicer,app,cluster]"

@@ -223,6 +223,19 @@ def check_writable(path: Path | str) -> Path:
     return path
 
 
+def check_output_folder(folder: Path | str, role: str = "output folder") -> Path:
+    """A folder to write into: an existing writable folder, or one that can be made with its missing parents."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{role} is a file: {folder}")
+    existing = next(parent for parent in (folder, *folder.parents) if parent.exists())  # '.' or '/' at the latest
+    if not existing.is_dir():
+        raise InputError(f"cannot make {role} {folder}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write into {folder}")
+    return folder
+
+
 def to_savable(image, path: Path | str):
     """Cast for the format: PNG/TIFF get 8 bits (float [0, 1] scaled to 0-255), others unchanged."""
     sitk = _sitk()

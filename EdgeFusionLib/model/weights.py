@@ -7,14 +7,13 @@ with safetensors (no pickle) and only after the sha256 matches.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 from .. import RESOURCES_DIR
 from ..errors import InputError, MissingWeightsError
-from ..io.files import atomic_path, write_json_atomic
+from ..io.files import atomic_path, sha256_of, write_json_atomic
 from ..modality import check_task
 
 #: Overrides the models folder (e.g. a user's own trained weights with their own manifest).
@@ -47,15 +46,6 @@ def read_manifest(folder: Path | None = None) -> dict:
             for entry in models.values()):
         raise InputError(f"the weights manifest {path} is malformed: every task needs a \"file\" and a \"sha256\"")
     return manifest
-
-
-def sha256_of(path: Path | str) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def available_tasks(folder: Path | None = None) -> dict[str, dict]:
