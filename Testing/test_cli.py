@@ -156,6 +156,21 @@ def test_batch_writes_name_png_grey_for_ct_rgb_for_spect(tmp_path, capsys, task,
     assert image.mode == mode and image.size == (24, 24)
 
 
+def test_batch_makes_a_missing_out_dir_with_its_parents(tmp_path, capsys):
+    mri_dir, other_dir = atlas_like_folders(tmp_path / "data", "CT", "L")
+    written = {}
+    for out_dir in (tmp_path / "flat", tmp_path / "a" / "b" / "fused"):  # a and b do not exist
+        code, _, err = run(capsys, "batch", "--task", "MRI-CT", "--mri-dir", mri_dir, "--other-dir", other_dir,
+                           "--out-dir", out_dir, "--method", "pixel-average")
+        assert code == 0, err
+        written[out_dir.name] = {p.name: p.read_bytes() for p in out_dir.iterdir()}
+    assert written["fused"] == written["flat"] and len(written["flat"]) == 3
+    (tmp_path / "a-file").write_text("not a folder")
+    code, _, err = run(capsys, "batch", "--task", "MRI-CT", "--mri-dir", mri_dir, "--other-dir", other_dir,
+                       "--out-dir", tmp_path / "a-file" / "fused", "--method", "pixel-average")
+    assert code == 2 and "a-file is a file" in err and err.count("\n") == 1
+
+
 def test_batch_checks_every_pair_before_writing_anything(tmp_path, capsys):
     mri_dir, other_dir = atlas_like_folders(tmp_path / "data", "CT", "L")
     (other_dir / "13001.png").write_bytes(b"broken")

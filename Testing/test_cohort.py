@@ -295,6 +295,28 @@ def test_an_interrupted_run_resumes_and_redoes_only_what_is_not_up_to_date(tmp_p
     assert not list(out.rglob("*.partial*"))
 
 
+def test_new_weights_make_old_outputs_stale_and_are_the_ones_used(tmp_path, data, models, references, monkeypatch):
+    from EdgeFusionLib.model.weights import register_weights, save_weights
+
+    csv = write_csv(data / "weights.csv", [GOOD_ROWS[1]])  # the default method: needs the weights
+    out = tmp_path / "out"
+    assert statuses(run_cohort(read_cohort(csv, out))) == {2: "done"}
+    output = read_cohort(csv, out).rows[0].output
+    assert output.read_bytes() == references[GOOD_ROWS[1]]
+    retrained = tmp_path / "retrained"
+    save_weights(make_random_model(5), retrained / "mri-ct.safetensors")
+    register_weights("MRI-CT", retrained / "mri-ct.safetensors", {"data": "other seeded weights (test)"}, retrained)
+    monkeypatch.setenv("EDGEFUSION_MODELS_DIR", str(retrained))
+    assert statuses(run_cohort(read_cohort(csv, out))) == {2: "done"}  # not "up to date"
+    expected = tmp_path / "expected.nii.gz"
+    assert main(["fuse", str(data / "sub-1/T1w.nii.gz"), str(data / "sub-1/ct.nii.gz"), "-o", str(expected),
+                 "--modality", "ct"]) == 0
+    assert output.read_bytes() == expected.read_bytes() != references[GOOD_ROWS[1]]  # new weights, no kept engine
+    sidecar = json.loads(sidecar_path(output).read_text())
+    assert sidecar["fingerprint"]["weights_sha256"] == hashlib.sha256(
+        (retrained / "mri-ct.safetensors").read_bytes()).hexdigest()
+
+
 def test_a_failing_pair_is_reported_and_the_others_are_fused(tmp_path, data, models):
     (data / "broken.nii.gz").write_bytes(b"not a volume")
     csv = write_csv(data / "failing.csv", [GOOD_ROWS[0], "broken.nii.gz,sub-0/ct.nii.gz,ct,,,",

@@ -44,9 +44,11 @@ def fuse_pair(row_json: dict) -> dict:
     started = time.perf_counter()
     device = ""
     try:
-        engine = _engine(row.modality, row.options.method, _device_for(row.options.device), row.options.batch_size)
+        task, method = _task_and_method(row)
+        weights_sha256 = _weights_sha256(task) if method.needs_model else None
+        engine = _engine(task, method.name, _device_for(row.options.device), row.options.batch_size, weights_sha256)
         device = engine.device
-        expected = fingerprint(row, engine.method.name, _weights_sha256(engine), engine.device)
+        expected = fingerprint(row, method.name, weights_sha256, engine.device)
         if is_up_to_date(row.output, expected):
             return _result(row, SKIPPED, started, device)
         fused = _fuse(row, engine)
@@ -67,19 +69,33 @@ def _device_for(requested: str) -> str:
     return _assigned_device if _assigned_device is not None and requested in ("auto", "cuda") else requested
 
 
-@functools.lru_cache(maxsize=8)
-def _engine(modality: str, method: str | None, device: str, batch_size: int | None):
-    """One engine per (modality, method, device, batch size) and process: kept for the next pairs."""
-    from ..fusion.engine import FusionEngine
+def _task_and_method(row: CohortRow):
+    """The row's task ('MRI-CT') and its method, the task's default when the row names none."""
+    from ..fusion.methods import DEFAULT_METHOD, get_method
     from ..modality import check_modality
 
-    return FusionEngine(method, check_modality(modality).task, device, batch_size)
+    task = check_modality(row.modality).task
+    return task, get_method(row.options.method or DEFAULT_METHOD[task])
 
 
-def _weights_sha256(engine) -> str | None:
+def _weights_sha256(task: str) -> str | None:
+    """The manifest's sha256 of ``task``'s weights, None when there are none (the engine then says so)."""
     from ..model.weights import read_manifest
 
-    return read_manifest()["models"][engine.task]["sha256"] if engine.method.needs_model else None
+    entry = read_manifest()["models"].get(task)
+    return entry["sha256"] if entry is not None else None
+
+
+@functools.lru_cache(maxsize=8)
+def _engine(task: str, method: str, device: str, batch_size: int | None, weights_sha256: str | None):
+    """One engine per (task, method, device, batch size, weights) and process, kept for the next pairs.
+
+    The weights' sha256 is part of the key so that a process never fuses with weights other than
+    those its sidecars record (the models folder may change while a worker lives).
+    """
+    from ..fusion.engine import FusionEngine
+
+    return FusionEngine(method, task, device, batch_size)
 
 
 def _fuse(row: CohortRow, engine):
