@@ -76,7 +76,8 @@ def dask_client(scheduler: str | None = None, workers: int | None = None,
             torch_threads = torch_threads or max(1, usable_cores() // workers)
             cluster = stack.enter_context(LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                dashboard_address=":0", silence_logs=logging.ERROR))  # ':0': a free port (on the host above)
+                dashboard_address=":0",  # a free port, on the host above
+                silence_logs=logging.CRITICAL))  # pairs report their own errors; Dask's shutdown races are noise
             client = stack.enter_context(Client(cluster))
         client.register_plugin(EngineWorker(torch_threads, gpu_per_worker=scheduler is None), name="edgefusion-engine")
         yield client
