@@ -20,10 +20,12 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,7 +39,9 @@ slicer = pytest.importorskip("slicer", reason="Slicer's MRML libraries are not i
 from edgefusion_slicer_support import REPO, blended_slice_image  # noqa: E402
 from test_webapp_uploads import dicom_series_zip  # noqa: E402
 
-SCREENSHOTS = REPO / "Screenshots"
+#: Where the browser's screenshots go: a temporary folder, so that tests never change the checkout;
+#: `EDGEFUSION_SCREENSHOTS=Screenshots pytest Testing/test_webapp.py` refreshes the ones in the repository.
+SCREENSHOTS = Path(os.environ.get("EDGEFUSION_SCREENSHOTS") or tempfile.mkdtemp(prefix="edgefusion-screenshots-"))
 TOKEN = "test-token-for-the-browser-tests"
 #: Seconds to wait for a session to start, a fusion to end, a picture to change (2 shared cores).
 SLOW = 180
