@@ -1,0 +1,84 @@
+"""Registration of a CT, SPECT or PET onto the MRI before fusion (Qt-free; docs/registration.md).
+
+:func:`resolve_registration` decides what a requested choice means for a pair, :func:`register`
+finds the transform, :func:`write_transform` / :func:`read_transform` keep it as an ITK ``.tfm``
+(readable by Slicer and ITK).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .align import register
+from .plausibility import FRAME_OF_REFERENCE, is_volume, metadata
+from .result import Registration, RegistrationError
+
+REGISTRATION_CHOICES = ("auto", "none", "rigid", "affine")  # what a user can ask for
+
+__all__ = ["REGISTRATION_CHOICES", "Registration", "RegistrationError", "check_choice", "read_transform", "register",
+           "resolve_registration", "write_transform"]
+
+
+def check_choice(requested: str) -> str:
+    """``requested`` if it is one of REGISTRATION_CHOICES, else RegistrationError."""
+    if requested not in REGISTRATION_CHOICES:
+        raise RegistrationError(f"unknown registration {requested!r}: choose one of {', '.join(REGISTRATION_CHOICES)}")
+    return requested
+
+
+def resolve_registration(requested: str, mri, other) -> tuple[str, str]:
+    """('none' | 'rigid' | 'affine', reason) for a requested choice and a pair of SimpleITK images.
+
+    auto: 'none' for 2D pictures and single slices (paired pixel to pixel), or when both images
+    carry the same FrameOfReferenceUID (metadata kept by ``read_image``); 'rigid' otherwise.
+    rigid or affine for a 2D picture or a single slice, or an unknown choice: RegistrationError.
+    """
+    check_choice(requested)
+    volumes = is_volume(mri) and is_volume(other)
+    if requested == "none":
+        return "none", "registration not requested"
+    if requested in ("rigid", "affine"):
+        if not volumes:
+            flat = "MRI" if not is_volume(mri) else "other image"
+            raise RegistrationError(f"--register {requested} needs two 3D volumes, but the {flat} is a 2D picture or a "
+                                    "single slice; use --register none (pictures are paired pixel to pixel)")
+        return requested, f"{requested} registration requested"
+    if not volumes:
+        return "none", "2D pictures and single slices are paired pixel to pixel"
+    mri_frame, other_frame = metadata(mri, FRAME_OF_REFERENCE), metadata(other, FRAME_OF_REFERENCE)
+    if mri_frame is not None and mri_frame == other_frame:
+        return "none", "both images share one DICOM frame of reference"
+    return "rigid", "the images do not share a known frame of reference"
+
+
+def write_transform(registration: Registration, path) -> None:
+    """Write the transform as an ITK transform file (.tfm or .txt), atomically."""
+    import SimpleITK as sitk
+
+    from ..io.files import atomic_path
+
+    path = Path(path)
+    if path.suffix.lower() not in (".tfm", ".txt"):
+        raise RegistrationError(f"cannot write the transform to {path}: use a .tfm file")
+    if not path.parent.is_dir():
+        raise RegistrationError(f"output folder does not exist: {path.parent}")
+    with atomic_path(path) as temporary:
+        sitk.WriteTransform(registration.transform, str(temporary))
+
+
+def read_transform(path):
+    """A SimpleITK transform from an ITK transform file (.tfm, .txt, .h5), downcast to its own class."""
+    import SimpleITK as sitk
+
+    path = Path(path)
+    if not path.is_file():
+        raise RegistrationError(f"transform file not found: {path}")
+    try:
+        transform = sitk.ReadTransform(str(path))
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown format"
+        raise RegistrationError(f"cannot read the transform {path}: {reason}") from None
+    try:
+        return transform.Downcast()
+    except (AttributeError, RuntimeError):
+        return transform
