@@ -147,7 +147,6 @@ def run_fuse(args) -> int:
     from .fusion.pipeline import fuse_images
     from .io.images import check_not_an_input, check_output_format, check_writable, read_image, write_image
     from .modality import check_modality
-
     from .registration import transform_path_for, write_transform
 
     options = FusionOptions(method=args.method, axis=_parse_axis(args.axis), device=args.device,

@@ -248,7 +248,7 @@ def test_read_image_keeps_frame_of_reference_and_patient_of_a_dicom_series(tmp_p
 
 
 def test_fuse_images_registers_first_and_reports_the_result(known):
-    truth, mr, ct, _ = known
+    _, mr, ct, _ = known
     seen, progress = [], []
     fused = fuse_images(mr, ct, "ct", method="pixel-average", registration="rigid", registered=seen.append,
                         progress=lambda done, total: progress.append((done, total)))
