@@ -38,7 +38,7 @@ from .plausibility import check_coverage, check_pair, check_progress, check_tran
 from .result import Registration, RegistrationError, transform_sizes
 
 LEVELS_MM = (8.0, 4.0, 2.0, 1.0)
-AFFINE_LEVELS_MM = (4.0, 2.0, 1.0)
+AFFINE_LEVELS_MM = (4.0, 2.0)  # line search only: fixed steps on 12 parameters overshoot
 MASK_LEVEL_MM = 4.0
 STEP_LEVEL_MM = 1.0  # levels this fine refine with small fixed steps (a line search costs too much there)
 HISTOGRAM_BINS = 32
@@ -148,6 +148,7 @@ def _register(mri, other, kind: str, progress: Progress | None, cancel: Cancel |
         stop, converged = method.GetOptimizerStopConditionDescription(), _converged(method)
         watcher.step_done()
     if kind == "affine":
+        rigid_metric = _metric_at(transform, fixed_levels[-1], moving_levels[-1], fixed_mask, moving_mask)
         affine = sitk.AffineTransform(3)
         affine.SetCenter(transform.GetCenter())
         affine.SetMatrix(transform.GetMatrix())
@@ -165,6 +166,9 @@ def _register(mri, other, kind: str, progress: Progress | None, cancel: Cancel |
             stop, converged = method.GetOptimizerStopConditionDescription(), _converged(method)
             watcher.step_done()
     metric_final = _metric_at(transform, fixed_levels[-1], moving_levels[-1], fixed_mask, moving_mask)
+    if kind == "affine" and not metric_final < rigid_metric:
+        raise RegistrationError(f"the affine registration did not improve on the rigid one (metric {rigid_metric:.3f} "
+                                f"-> {metric_final:.3f}); use --register rigid")
 
     centre = image_centre(fixed)
     check_progress(metric_start, metric_final, converged, stop)
