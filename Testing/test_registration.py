@@ -31,7 +31,11 @@ from EdgeFusionLib.registration import (
     transform_path_for,
     write_transform,
 )
-from EdgeFusionLib.registration.plausibility import check_affine_gain, check_progress, check_transform
+from EdgeFusionLib.registration.plausibility import (
+    check_affine_gain,
+    check_progress,
+    check_transform,
+)
 
 SAMPLE = Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "MRIDIR"
 

@@ -34,7 +34,13 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import FusionCancelled
-from .plausibility import check_affine_gain, check_coverage, check_pair, check_progress, check_transform
+from .plausibility import (
+    check_affine_gain,
+    check_coverage,
+    check_pair,
+    check_progress,
+    check_transform,
+)
 from .result import Registration, RegistrationError, transform_sizes
 
 LEVELS_MM = (8.0, 4.0, 2.0, 1.0)
