@@ -111,13 +111,16 @@ def known_transforms(ct, mr, count: int, seed: int, kind: str) -> list[dict]:
         shift = np.linalg.norm(np.array(truth.TransformPoint(centre.tolist())) - centre)
         target = moved(ct, truth)
         row = {"index": index + 1, "angle": angle, "shift": shift}
-        found = register(ct, target, kind)
-        errors = np.linalg.norm(apply(found.transform, ct_points) - apply(truth, ct_points), axis=1)
-        row.update(ct_mean=errors.mean(), ct_max=errors.max(), ct_seconds=found.seconds)
-        found = register(mr, target, kind)
-        expected = composed(truth, baseline.transform)
-        errors = np.linalg.norm(apply(found.transform, mr_points) - apply(expected, mr_points), axis=1)
-        row.update(mr_mean=errors.mean(), mr_max=errors.max(), mr_seconds=found.seconds)
+        for key, fixed, points, expected in (("ct", ct, ct_points, truth),
+                                             ("mr", mr, mr_points, composed(truth, baseline.transform))):
+            try:
+                found = register(fixed, target, kind)
+            except RegistrationError as error:  # counted, and shown in the table
+                row.update({f"{key}_mean": np.nan, f"{key}_max": np.nan, f"{key}_seconds": np.nan,
+                            f"{key}_refused": str(error)})
+                continue
+            errors = np.linalg.norm(apply(found.transform, points) - apply(expected, points), axis=1)
+            row.update({f"{key}_mean": errors.mean(), f"{key}_max": errors.max(), f"{key}_seconds": found.seconds})
         rows.append(row)
         print(f"  {index + 1}: {angle:.1f}° {shift:.1f} mm: CT {row['ct_mean']:.2f}/{row['ct_max']:.2f} mm, "
               f"MR {row['mr_mean']:.2f}/{row['mr_max']:.2f} mm", file=sys.stderr)
@@ -178,8 +181,10 @@ def main() -> int:
         for key in ("ct", "mr"):
             means = np.array([row[f"{key}_mean"] for row in rows])
             maxima = np.array([row[f"{key}_max"] for row in rows])
-            print(f"\n{key.upper()}->CT: mean TRE {means.mean():.2f} mm (spread {means.min():.2f}-{means.max():.2f}), "
-                  f"worst max {maxima.max():.2f} mm over {len(rows)} transforms.", end="")
+            refused = [row[f"{key}_refused"] for row in rows if f"{key}_refused" in row]
+            print(f"\n{key.upper()}->CT: mean TRE {np.nanmean(means):.2f} mm (spread {np.nanmin(means):.2f}-"
+                  f"{np.nanmax(means):.2f}), worst max {np.nanmax(maxima):.2f} mm over {len(rows) - len(refused)} "
+                  f"transforms" + (f"; refused {len(refused)}: {refused[0]}" if refused else "") + ".", end="")
         print()
     return 0
 

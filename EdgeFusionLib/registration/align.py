@@ -154,7 +154,9 @@ def _register(mri, other, kind: str, progress: Progress | None, cancel: Cancel |
         stop, converged = method.GetOptimizerStopConditionDescription(), _converged(method)
         watcher.step_done()
     if kind == "affine":
-        rigid_metric = _metric_at(transform, fixed_levels[-1], moving_levels[-1], fixed_mask, moving_mask)
+        # judged at the affine's finest level: the rigid result was refined at a finer one
+        last = max(LEVELS_MM.index(size) for size in AFFINE_LEVELS_MM)
+        rigid_metric = _metric_at(transform, fixed_levels[last], moving_levels[last], fixed_mask, moving_mask)
         affine = sitk.AffineTransform(3)
         affine.SetCenter(transform.GetCenter())
         affine.SetMatrix(transform.GetMatrix())
@@ -173,7 +175,8 @@ def _register(mri, other, kind: str, progress: Progress | None, cancel: Cancel |
             watcher.step_done()
     metric_final = _metric_at(transform, fixed_levels[-1], moving_levels[-1], fixed_mask, moving_mask)
     if kind == "affine":
-        check_affine_gain(rigid_metric, metric_final)
+        check_affine_gain(rigid_metric, _metric_at(transform, fixed_levels[last], moving_levels[last], fixed_mask,
+                                                   moving_mask))
 
     centre = image_centre(fixed)
     check_progress(metric_start, metric_final, converged, stop)
