@@ -12,8 +12,8 @@ The method (docs/registration.md):
    each in the patient positions of ``START_ORIENTATIONS`` (a scan made head-first against
    one made feet-first, or prone against supine, differs by 180° about one axis). Each is
    optimised briefly at 8 mm; the best metric wins.
-4. From that pose, Euler3D (rigid) at 8, 4, 2 and 1 mm; for ``affine``, then an affine at 4, 2
-   and 1 mm starting from the rigid result. Conjugate gradients with a line search (at 1 mm:
+4. From that pose, Euler3D (rigid) at 8, 4, 2 and 1 mm; for ``affine``, then an affine at 2 mm
+   starting from the rigid result. Conjugate gradients with a line search (at 1 mm:
    small regular steps from the 2 mm result, as a line search costs too much there), scales
    from physical shifts, all voxels of the mask at 8 mm and a fixed random sample
    (``SAMPLING_SEED``) at finer levels. Levels at which both images keep their own voxels
@@ -44,7 +44,7 @@ from .plausibility import (
 from .result import Registration, RegistrationError, transform_sizes
 
 LEVELS_MM = (8.0, 4.0, 2.0, 1.0)
-AFFINE_LEVELS_MM = (4.0, 2.0)  # line search only: fixed steps on 12 parameters overshoot
+AFFINE_LEVELS_MM = (2.0,)  # line search only, from the rigid result: every step improves
 MASK_LEVEL_MM = 4.0
 STEP_LEVEL_MM = 1.0  # levels this fine refine with small fixed steps (a line search costs too much there)
 HISTOGRAM_BINS = 32
