@@ -164,6 +164,7 @@ class EdgeFusionWebApp(TrameApp):
             self.state.change(name)(self._on_input_changed)
         self.state.change("ef_opacity")(lambda ef_opacity, **_: self.controller.set_opacity(float(ef_opacity)))
         self.state.change("ef_fused_on_top")(self._on_fused_on_top_changed)
+        self.state.change("ef_align")(self._on_align_changed)
         self.state.change("ef_window", "ef_level")(self._on_window_level_changed)
         self.state.change("ef_layout")(lambda ef_layout, **_: self.layout_manager.set_layout(ef_layout))
 
@@ -198,6 +199,8 @@ class EdgeFusionWebApp(TrameApp):
         state.ef_apply_tooltip = view.apply_tooltip
         state.ef_inputs_enabled = view.inputs_enabled
         state.ef_colour_enabled = view.colour_table_enabled
+        state.ef_align = view.align_checked
+        state.ef_align_tooltip = view.align_tooltip
         state.ef_status = view.status
         state.ef_progress_visible = view.progress is not None
         done, total = view.progress or (0, 0)
@@ -307,6 +310,12 @@ class EdgeFusionWebApp(TrameApp):
             self._poll_task = None
 
     # ---------------------------------------------------------------- display
+
+    def _on_align_changed(self, ef_align, **_) -> None:
+        # Only a change by the user: the page echoes the value that _show_view has just set.
+        if bool(ef_align) != self.controller.view().align_checked:
+            self.controller.set_align(bool(ef_align))
+            self._show_view()
 
     def _on_fused_on_top_changed(self, ef_fused_on_top, **_) -> None:
         self.controller.set_fused_on_top(bool(ef_fused_on_top))
@@ -420,6 +429,9 @@ class EdgeFusionWebApp(TrameApp):
                    density="compact", disabled=disabled, raw_attrs=['data-testid="other-select"'])
         v3.VSelect(label="Modality", v_model=("ef_modality",), items=("ef_modality_items",), density="compact",
                    disabled=disabled, raw_attrs=['data-testid="modality-select"'])
+        v3.VCheckbox(label="Align to the MRI first", v_model=("ef_align", False), density="compact",
+                     hint=("ef_align_tooltip",), persistent_hint=True, disabled=disabled,
+                     raw_attrs=['data-testid="align-checkbox"'])
         with v3.VExpansionPanels(classes="mb-2", variant="accordion"):
             with v3.VExpansionPanel(title="Advanced"):
                 with v3.VExpansionPanelText():

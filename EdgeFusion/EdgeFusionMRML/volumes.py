@@ -81,6 +81,21 @@ def ijk_to_ras_from_sitk(image) -> np.ndarray:
     return matrix
 
 
+def ras_matrix_of_sitk_transform(transform) -> np.ndarray:
+    """The 4x4 RAS matrix of a linear SimpleITK transform (rigid, affine, or a composite of them).
+
+    ITK transforms act on LPS points; the matrix is found by transforming the origin and the
+    unit points, so it works whatever the transform's class, centre or composition.
+    """
+    origin = np.array(transform.TransformPoint((0.0, 0.0, 0.0)))
+    columns = [np.array(transform.TransformPoint(tuple(unit))) - origin for unit in np.eye(3)]
+    lps = np.eye(4)
+    lps[:3, :3] = np.stack(columns, axis=1)
+    lps[:3, 3] = origin
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS, its own inverse
+    return flip @ lps @ flip
+
+
 def sitk_image_from_volume(volume_node):
     """The node's voxels and geometry as a SimpleITK image, ignoring any parent transform."""
     return sitk_image_from_array(voxel_array(volume_node), ijk_to_ras(volume_node), number_of_components(volume_node) > 1)
