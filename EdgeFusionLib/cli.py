@@ -7,6 +7,7 @@ work; Ctrl-C cancels cleanly (status 130) and nothing is written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 from . import __version__
 from .devices import DEFAULT_BATCH_SIZE, DEVICE_CHOICES
 from .errors import FusionCancelled, InputError
+from .registration import REGISTRATION_CHOICES
 
 EXIT_SOME_FAILED = 1  # batch --cohort: some rows were invalid or failed; the others were fused
 EXIT_BAD_INPUT = 2
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("--modality", help=f"modality of OTHER: {', '.join(MODALITIES)} (default: from its DICOM "
                                          "Modality tag, else from a word of its file name such as ct or fdg)")
     _add_engine_options(fuse)
+    _add_registration_option(fuse, "align OTHER to the MRI first")
     fuse.add_argument("--axis", default="auto",
                       help="slicing axis of volumes: 0, 1, 2 (numpy z, y, x) or auto = acquisition plane (default)")
     fuse.add_argument("--ct-window", type=float, nargs=2, metavar=("LOW", "HIGH"),
@@ -82,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--threads", type=int, help="cohort form with a cluster: torch threads per worker (default: "
                                                   "cores / workers locally; on --scheduler the workers' own, 1 per "
                                                   "Dask thread unless their OMP_NUM_THREADS says otherwise)")
+    _add_registration_option(batch, "cohort form, rows with an empty register column: align each other image to its "
+                                    "MRI first")
     _add_engine_options(batch)
     batch.set_defaults(func=run_batch)
 
@@ -121,6 +126,13 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
         f"{size} on {device.upper()}" for device, size in DEFAULT_BATCH_SIZE.items()) + ")")
 
 
+def _add_registration_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--register", choices=REGISTRATION_CHOICES, default="auto",
+                        help=f"{what}: auto (default: rigid, unless both images share a DICOM frame of reference or "
+                             "are 2D pictures), none (place them by their headers), rigid or affine. The transform is "
+                             "written beside the output (fused.nii.gz -> fused.tfm, ITK format, readable by Slicer)")
+
+
 def _add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto",
                         help=f"{', '.join(DEVICE_CHOICES)} or cuda:N (default: auto = CUDA, else MPS, else CPU)")
@@ -133,10 +145,11 @@ def run_fuse(args) -> int:
     from .fusion.pipeline import fuse_images
     from .io.images import check_not_an_input, check_output_format, check_writable, read_image, write_image
     from .modality import check_modality
+    from .registration import transform_path, write_transform
 
     options = FusionOptions(method=args.method, axis=_parse_axis(args.axis), device=args.device,
                             batch_size=args.batch_size, colour_table=_colormap(args.colormap) if args.colormap else None,
-                            ct_window=args.ct_window)
+                            ct_window=args.ct_window, registration=args.register)
     check_writable(args.output)
     check_not_an_input(args.output, {"MRI": args.mri, "other image": args.other})
     options.check()  # what does not depend on the modality, before any file is read
@@ -146,9 +159,14 @@ def run_fuse(args) -> int:
     modality = check_modality(args.modality) if args.modality else guess_modality(other, args.other)
     options.check(modality.name)
     started = time.perf_counter()
+    aligned = []
     with _progress_bar("fusing") as progress:
-        fused = fuse_images(mri, other, modality.name, **options.arguments(), progress=progress)
+        fused = fuse_images(mri, other, modality.name, **options.arguments(), progress=progress, registered=aligned.append)
+    registration = aligned[0] if aligned else None
     write_image(fused, args.output)
+    if registration is not None:  # after the image: a transform file never stands beside a missing fusion
+        write_transform(registration, transform_path(args.output))
+        print(f"registered: {registration.summary()}; wrote {transform_path(args.output)}", file=sys.stderr)
     print(f"wrote {args.output} ({modality.task}, {time.perf_counter() - started:.1f} s)", file=sys.stderr)
     return 0
 
@@ -230,10 +248,10 @@ def _run_cohort(args) -> int:
     from .devices import check_device_name
     from .fusion.options import FusionOptions
 
-    defaults = FusionOptions(method=args.method, device=args.device, batch_size=args.batch_size)
+    defaults = FusionOptions(method=args.method, device=args.device, batch_size=args.batch_size, registration=args.register)
     on_this_machine = args.scheduler is None
     # What does not depend on a row, once (the device by name only when workers elsewhere run the pairs).
-    (defaults if on_this_machine else FusionOptions(method=args.method, batch_size=args.batch_size)).check()
+    (defaults if on_this_machine else dataclasses.replace(defaults, device="cpu")).check()
     check_device_name(args.device)
     cohort = read_cohort(args.cohort, args.out_dir, defaults, check_device=on_this_machine)
     try:

@@ -16,7 +16,7 @@ from .result import Registration, RegistrationError
 REGISTRATION_CHOICES = ("auto", "none", "rigid", "affine")  # what a user can ask for
 
 __all__ = ["REGISTRATION_CHOICES", "Registration", "RegistrationError", "check_choice", "decide_registration",
-           "read_transform", "register", "resolve_registration", "write_transform"]
+           "read_transform", "register", "resolve_registration", "transform_path", "write_transform"]
 
 
 def check_choice(requested: str) -> str:
@@ -59,6 +59,15 @@ def decide_registration(requested: str, *, flat: str | None, mri_frame: str | No
     if mri_frame and mri_frame == other_frame:
         return "none", "both images share one DICOM frame of reference"
     return "rigid", "the images do not share a known frame of reference"
+
+
+def transform_path(output) -> Path:
+    """Where the transform of a fused output is kept: ``a/fused.nii.gz`` -> ``a/fused.tfm``, beside it."""
+    from ..io.images import full_suffix
+
+    output = Path(output)
+    suffix = full_suffix(output)
+    return output.with_name((output.name[:-len(suffix)] if suffix else output.name) + ".tfm")
 
 
 def write_transform(registration: Registration, path) -> None:
