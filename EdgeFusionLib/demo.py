@@ -30,7 +30,7 @@ def sample_path(name: str, folder: Path = SAMPLE_DIR) -> Path:
     path = folder / name
     if not path.is_file() or sha256_of(path) != registry["files"][name]["sha256"]:
         raise InputError(f"sample file {path} is missing or does not match its sha256 in sampledata.json; "
-                         "regenerate it with make_phantom.py")
+                         "regenerate it (make_phantom.py, or scripts/make_mridir_sample.py for MRIDIR/)")
     return path
 
 

@@ -16,8 +16,11 @@ The method (docs/registration.md):
    2 mm starting from the rigid result. Regular-step gradient descent, scales from physical
    shifts, all voxels of the mask at 8 mm and a fixed random sample (``SAMPLING_SEED``)
    at finer levels.
-5. One thread per registration method: the metric's sums are then added in one order and
-   the result is bit-identical run to run, whatever ``SetGlobalDefaultNumberOfThreads`` says.
+5. One thread: ITK's metrics split their sums over the global default number of threads (the
+   method's own ``SetNumberOfThreads`` does not reach them), and sums added in another order
+   differ in the last bits, which the optimiser amplifies. ``register`` sets the global default
+   to 1 while it runs and restores it after: the result is bit-identical run to run, whatever
+   ``SetGlobalDefaultNumberOfThreads`` says.
 """
 
 from __future__ import annotations
@@ -29,11 +32,11 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import FusionCancelled
-from .plausibility import check_pair, check_progress, check_transform
+from .plausibility import check_coverage, check_pair, check_progress, check_transform
 from .result import Registration, RegistrationError, transform_sizes
 
-LEVELS_MM = (8.0, 4.0, 2.0)
-AFFINE_LEVELS_MM = (4.0, 2.0)
+LEVELS_MM = (8.0, 4.0, 2.0, 1.0)
+AFFINE_LEVELS_MM = (4.0, 2.0, 1.0)
 MASK_LEVEL_MM = 4.0
 HISTOGRAM_BINS = 32
 SAMPLING_PERCENTAGE = 0.15  # of the masked fixed voxels, at levels finer than the first
@@ -50,6 +53,7 @@ START_ORIENTATIONS = {
 # A turned start must beat the unturned one by this much (metric units) to be taken: a head's
 # symmetry must not flip a pair that its headers already place the right way round.
 TURN_MARGIN = 0.02
+MIN_RELATIVE_COVERAGE = 0.8
 
 Progress = Callable[[float], None]
 Cancel = Callable[[], bool]
@@ -74,15 +78,29 @@ def register(mri, other, kind: str = "rigid", *, progress: Progress | None = Non
     sitk = _sitk()
     if kind not in ("rigid", "affine"):
         raise RegistrationError(f"unknown registration kind {kind!r}: use rigid or affine")
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        return _register(mri, other, kind, progress, cancel, label)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+
+
+def _register(mri, other, kind: str, progress: Progress | None, cancel: Cancel | None, label: str) -> Registration:
+    sitk = _sitk()
     started = time.perf_counter()
     fixed, moving = scalar_volume(mri, "MRI"), scalar_volume(other, label)
     check_pair(fixed, moving, label)
     watcher = _Watcher(progress, cancel, steps=len(LEVELS_MM) + 1 + (len(AFFINE_LEVELS_MM) if kind == "affine" else 0))
+    # (levels that are skipped below still count as steps: progress then jumps, never goes back)
 
     fixed_levels = [shrink_to(fixed, size) for size in LEVELS_MM]
     moving_levels = [shrink_to(moving, size) for size in LEVELS_MM]
     fixed_mask = head_mask(fixed_levels[LEVELS_MM.index(MASK_LEVEL_MM)])
     moving_mask = head_mask(moving_levels[LEVELS_MM.index(MASK_LEVEL_MM)])
+    # Images coarser than the finest levels stay as they are there: do not optimise twice on them.
+    sizes = [fixed_level.GetSize() + moving_level.GetSize() for fixed_level, moving_level in zip(fixed_levels, moving_levels)]
+    kept = [0] + [index for index in range(1, len(sizes)) if sizes[index] != sizes[index - 1]]
     for mask, role in ((fixed_mask, "MRI"), (moving_mask, label)):
         if mask is None:
             raise RegistrationError(f"cannot find the head in the {role}: it has no region clearly brighter than its "
@@ -96,9 +114,9 @@ def register(mri, other, kind: str = "rigid", *, progress: Progress | None = Non
         method.SetInitialTransform(transform, inPlace=True)
         watcher.attach(method)
         _execute(method, fixed_levels[0], moving_levels[0], watcher)
-        scored.append((method.GetMetricValue(), name, transform))
+        scored.append((method.GetMetricValue(), mask_coverage(transform, fixed_mask, moving_mask), name, transform))
     watcher.step_done()
-    _, start_name, start = _pick_start(scored)
+    _, _, start_name, start = _pick_start(scored)
     _, orientation, initial = next(entry for entry in start_poses(fixed, moving, fixed_mask, moving_mask)
                                    if entry[0] == start_name)
     start_rotation = np.array(sitk.Euler3DTransform((0, 0, 0), *START_ORIENTATIONS[orientation]).GetMatrix()).reshape(3, 3)
@@ -108,7 +126,8 @@ def register(mri, other, kind: str = "rigid", *, progress: Progress | None = Non
     transform = sitk.Euler3DTransform(start)
     iterations = 0
     stop, converged = "", True
-    for fixed_level, moving_level, size in zip(fixed_levels, moving_levels, LEVELS_MM):
+    for index in kept:
+        fixed_level, moving_level, size = fixed_levels[index], moving_levels[index], LEVELS_MM[index]
         method = _method(fixed_mask, moving_mask, ITERATIONS, size, sample=size != LEVELS_MM[0])
         method.SetInitialTransform(transform, inPlace=True)
         watcher.attach(method)
@@ -124,6 +143,8 @@ def register(mri, other, kind: str = "rigid", *, progress: Progress | None = Non
         transform = affine
         for size in AFFINE_LEVELS_MM:
             index = LEVELS_MM.index(size)
+            if index not in kept:
+                continue
             method = _method(fixed_mask, moving_mask, ITERATIONS, size, sample=True)
             method.SetInitialTransform(transform, inPlace=True)
             watcher.attach(method)
@@ -136,10 +157,11 @@ def register(mri, other, kind: str = "rigid", *, progress: Progress | None = Non
     centre = image_centre(fixed)
     check_progress(metric_start, metric_final, converged, stop)
     check_transform(kind, transform, start_rotation, centre)
+    check_coverage(mask_coverage(transform, fixed_mask, moving_mask), label)
     rotation, translation = transform_sizes(transform, centre)
     return Registration(kind=kind, transform=transform, metric_start=metric_start, metric_final=metric_final,
                         rotation_deg=rotation, translation_mm=translation, seconds=time.perf_counter() - started,
-             start=start_name, iterations=iterations)
+                        start=start_name, iterations=iterations)
 
 
 # ------------------------------------------------------------------ images and masks
@@ -250,12 +272,29 @@ def start_poses(fixed, moving, fixed_mask, moving_mask) -> list:
     return poses
 
 
+def mask_coverage(transform, fixed_mask, moving_mask) -> float:
+    """Fraction of the MRI's head mask that ``transform`` maps into the other image's head mask."""
+    sitk = _sitk()
+    moved = sitk.Resample(moving_mask, fixed_mask, transform, sitk.sitkNearestNeighbor, 0)
+    fixed = sitk.GetArrayViewFromImage(fixed_mask) > 0
+    return float((sitk.GetArrayViewFromImage(moved)[fixed] > 0).mean())
+
+
 def _pick_start(scored):
-    """The best-scoring start; a turned one only when it beats every unturned one by ``TURN_MARGIN``."""
-    best = min(scored, key=lambda entry: entry[0])
-    unturned = min((entry for entry in scored if entry[1] in ("geometry", "centres of mass")), key=lambda e: e[0])
-    if best[1] not in ("geometry", "centres of mass") and not best[0] < unturned[0] - TURN_MARGIN:
-        best = unturned
+    """The best of the (metric, coverage, name, transform) starts after their short optimisation.
+
+    Mutual information can be high for a small overlap (an edge of one head on the other), so
+    only starts covering at least ``MIN_RELATIVE_COVERAGE`` of the best coverage compete; among
+    them a turned start must beat the best unturned one by ``TURN_MARGIN``.
+    """
+    best_coverage = max(entry[1] for entry in scored)
+    eligible = [entry for entry in scored if entry[1] >= MIN_RELATIVE_COVERAGE * best_coverage]
+    best = min(eligible, key=lambda entry: entry[0])
+    unturned = [entry for entry in eligible if entry[2] in ("geometry", "centres of mass")]
+    if unturned and best[2] not in ("geometry", "centres of mass"):
+        best_unturned = min(unturned, key=lambda entry: entry[0])
+        if not best[0] < best_unturned[0] - TURN_MARGIN:
+            best = best_unturned
     return best
 
 

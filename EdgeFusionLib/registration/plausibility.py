@@ -16,6 +16,7 @@ MAX_ROTATION_DEG = 30.0  # beyond the start orientation
 MAX_TRANSLATION_MM = 80.0
 MAX_SCALE_CHANGE = 0.15  # affine: each scale within 1 +- this
 MAX_SHEAR = 0.15  # affine: off-diagonal of the stretch, relative
+MIN_COVERAGE = 0.5  # of the MRI's head mask that must lie in the other image's head mask at the result
 PATIENT_ID = "PatientID"
 FRAME_OF_REFERENCE = "FrameOfReferenceUID"
 
@@ -89,6 +90,13 @@ def check_progress(metric_start: float, metric_final: float, converged: bool, st
     if not metric_final < metric_start:
         raise RegistrationError(f"registration made the match worse (metric {metric_start:.3f} -> {metric_final:.3f}); "
                                 f"{ADVICE}")
+
+
+def check_coverage(coverage: float, label: str) -> None:
+    """Refuse a result that puts less than ``MIN_COVERAGE`` of the MRI's head inside the other image's head."""
+    if coverage < MIN_COVERAGE:
+        raise RegistrationError(f"registration refused: only {coverage:.0%} of the MRI's head lies inside the "
+                                f"{label}'s head at the result; {ADVICE}")
 
 
 def _list(values) -> str:
