@@ -206,7 +206,8 @@ class EdgeFusionWebApp(TrameApp):
         done, total = view.progress or (0, 0)
         state.ef_progress_total = total
         state.ef_progress = 100.0 * done / total if total else 0.0
-        state.ef_progress_text = f"{done} / {total} slices" if total else "Starting..."
+        # Steps are slices, or with an alignment first, shares of the whole run: a percentage reads right for both.
+        state.ef_progress_text = f"{100 * done // total} %" if total else "Starting..."
         state.ef_has_result = self.controller.settings.resultVolume is not None
         state.ef_download_name = self.download_name()
 

@@ -83,11 +83,17 @@ def check_transform(kind: str, transform, start_rotation: np.ndarray, point) -> 
                                     f"{MAX_SHEAR:.2f}); {ADVICE}, or use --register rigid")
 
 
+#: A result whose metric is worse than the start's by less than this share of the start's (sampling
+#: noise: an aligned pair cannot improve, and the sampled metric then moves in its last digits) is not
+#: refused; the transform-size checks still apply.
+METRIC_NOISE = 0.01
+
+
 def check_progress(metric_start: float, metric_final: float, converged: bool, stop: str) -> None:
-    """Refuse a registration that made the metric worse, or whose optimiser did not converge."""
+    """Refuse a registration that made the metric worse (beyond METRIC_NOISE), or whose optimiser did not converge."""
     if not converged:
         raise RegistrationError(f"registration did not converge ({stop}); {ADVICE}")
-    if not metric_final < metric_start:
+    if metric_final > metric_start + METRIC_NOISE * abs(metric_start):
         raise RegistrationError(f"registration made the match worse (metric {metric_start:.3f} -> {metric_final:.3f}); "
                                 f"{ADVICE}")
 
