@@ -64,6 +64,7 @@ POLL_INTERVAL_S = 0.2
 SAMPLE_PAIRS = {
     "MRI + CT phantom": ("EdgeFusionPhantom-MRI", "EdgeFusionPhantom-CT"),
     "MRI + SPECT phantom": ("EdgeFusionPhantom-MRI", "EdgeFusionPhantom-SPECT"),
+    "T2 MRI + CT, porcine head (real scanners, not aligned)": ("MRIDIR-Porcine-MR-T2", "MRIDIR-Porcine-CT"),
 }
 #: Colour tables offered for a greyscale SPECT/PET (those of Slicer's defaults that suit nuclear medicine).
 COLOUR_TABLE_NAMES = ("PET-Heat", "PET-Rainbow2", "PET-DICOM", "PET-MIP", "Inferno", "Magma", "Plasma", "Viridis",
