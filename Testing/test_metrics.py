@@ -432,6 +432,9 @@ def test_isolated_pixels_counts_specks_inside_bright_structures_only():
     fused[20, 20] = 0.0  # a speck in ordinary tissue: outside bright structures
     fused[8, 8] = 0.1  # a dark speck in the MRI's bright block
     assert metrics.isolated_pixels(fused, mri, ct) == 2
+    ct[28, 27], ct[20, 6] = 0.3, 1.0  # the CT has that speck itself (the fusion did not make it); same bone area
+    assert metrics.isolated_pixels(fused, mri, ct) == 1
+    assert math.isnan(metrics.isolated_pixels(fused[:2], mri[:2], ct[:2]))
     fused[32, 27] = 0.9 + 0.4  # out of range -> check it is refused rather than counted
     with pytest.raises(ValueError):
         metrics.isolated_pixels(fused, mri, ct)

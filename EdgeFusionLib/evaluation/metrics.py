@@ -711,19 +711,29 @@ def contrast_retention_b(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> flo
 ISOLATED_STEP = 0.25
 
 
+def _specks(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(dark, bright) masks of the interior pixels (H-2, W-2) of ``image`` more than ``ISOLATED_STEP``
+    below all 8 neighbours, or above all 8."""
+    height, width = image.shape
+    centre = image[1:-1, 1:-1]
+    neighbours = np.stack([image[1 + dy:height - 1 + dy, 1 + dx:width - 1 + dx]
+                           for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
+    return centre < neighbours.min(axis=0) - ISOLATED_STEP, centre > neighbours.max(axis=0) + ISOLATED_STEP
+
+
 def isolated_pixels(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-    """Count of isolated dark or bright pixels of F inside bright structures: pixels of either
-    source's salient region (border pixels excluded) whose F value is more than ``ISOLATED_STEP``
-    below all 8 neighbours or above all 8. Lower is better; 0 is the target."""
+    """Count of isolated dark or bright pixels that the fusion put inside bright structures: pixels of
+    either source's salient region (border pixels excluded) whose F value is more than ``ISOLATED_STEP``
+    below all 8 neighbours (or above all 8) where neither source has such a speck itself. Lower is
+    better; 0 is the target. ``nan`` for images under 3x3."""
     fused, a, b = _checked(fused, a, b)
+    if min(fused.shape) < 3:
+        return math.nan
     mask = foreground(a, b)
     inside = (salient_region(a, mask) | salient_region(b, mask))[1:-1, 1:-1]
-    centre = fused[1:-1, 1:-1]
-    neighbours = np.stack([fused[1 + dy:fused.shape[0] - 1 + dy, 1 + dx:fused.shape[1] - 1 + dx]
-                           for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
-    dark = centre < neighbours.min(axis=0) - ISOLATED_STEP
-    bright = centre > neighbours.max(axis=0) + ISOLATED_STEP
-    return float(np.count_nonzero(inside & (dark | bright)))
+    (dark, bright), (dark_a, bright_a), (dark_b, bright_b) = (_specks(image) for image in (fused, a, b))
+    introduced = (dark & ~dark_a & ~dark_b) | (bright & ~bright_a & ~bright_b)
+    return float(np.count_nonzero(inside & introduced))
 
 
 # ---------------------------------------------------------------------------
