@@ -169,21 +169,24 @@ def _network_fuser(fuse_2d_arrays: Callable, task: str, method: str, device: str
 # ---------------------------------------------------------------------------
 # Cache of delivered fusions
 
-#: Source files whose text is part of a cache key: a change in any of them fuses anew.
-_FUSION_SOURCES = ("rules.py", "salient.py", "baselines.py", "engine.py", "colour.py")
+#: Fusion source files whose text is part of a cache key: a change in any of them fuses anew.
+_NETWORK_SOURCES = ("rules.py", "salient.py", "engine.py")
+_PIXEL_SOURCES = ("baselines.py",)
+_COLOUR_SOURCES = ("colour.py",)  # the delivered RGB of a colour task
 
 
 def cache_key(task: str, method: str) -> str:
-    """A key that changes when anything that makes ``method``'s fusion changes: the method name, the
-    task's weights (sha256, network methods only) and the text of the fusion code."""
+    """A key that changes when anything that makes ``method``'s delivered fusion changes: the method
+    name, the task's weights (sha256, network methods only) and the text of the fusion code."""
     import hashlib
 
+    network = method not in PIXEL_METHODS
+    sources = (_NETWORK_SOURCES if network else _PIXEL_SOURCES) + (_COLOUR_SOURCES if check_task(task).shown_in_colour else ())
     digest = hashlib.sha256(f"{task}\0{method}".encode())
     fusion_dir = Path(__file__).resolve().parent.parent / "fusion"
-    for name in _FUSION_SOURCES:
-        path = fusion_dir / name
-        digest.update(path.read_bytes() if path.is_file() else b"")
-    if method not in PIXEL_METHODS:
+    for name in sources:
+        digest.update((fusion_dir / name).read_bytes())
+    if network:
         weights = importlib.import_module("EdgeFusionLib.model.weights")
         entry = weights.read_manifest()["models"].get(task, {})
         digest.update(str(entry.get("sha256")).encode())
