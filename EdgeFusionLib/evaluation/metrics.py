@@ -736,6 +736,36 @@ def isolated_pixels(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return float(np.count_nonzero(inside & introduced))
 
 
+#: The hottest uptake: the top 5 % of the other image's values over the foreground.
+HOT_PERCENTILE = 95.0
+#: Surroundings of the hottest uptake: foreground pixels within this many pixels of it.
+HOT_SURROUND_PIXELS = 3
+
+
+def hot_spot_distinctness(image_rgb: np.ndarray, uptake: np.ndarray, mri: np.ndarray) -> float:
+    """How distinguishable the hottest uptake is in a colour image: the CIELAB distance (Delta E 1976)
+    between the mean colour of the hottest 5 % of ``uptake`` over the foreground (``foreground`` of
+    the uptake and the MRI) and the mean colour of its surroundings (foreground pixels within
+    ``HOT_SURROUND_PIXELS`` of it). ``image_rgb`` (H, W, 3) and the 2D ``uptake`` (the SPECT/PET
+    before its colour table, or its luma) and ``mri`` in [0, 1]. Compare a fusion with
+    ``colour.plain_overlay`` of the same pair: a ratio of at least 1 keeps the hot spot as visible.
+    ``nan`` when there is no hot region or no surroundings.
+    """
+    from skimage.color import rgb2lab
+
+    uptake, mri = check_unit_images(uptake, mri, names=("uptake", "mri"))
+    image_rgb = np.asarray(image_rgb, dtype=np.float64)
+    if image_rgb.shape != uptake.shape + (3,):
+        raise ValueError(f"image must be RGB of the uptake's shape {uptake.shape}, got {image_rgb.shape}")
+    mask = foreground(uptake, mri)
+    hot = salient_region(uptake, mask, HOT_PERCENTILE)
+    near = ndimage.binary_dilation(hot, iterations=HOT_SURROUND_PIXELS) & mask & ~hot
+    if not hot.any() or not near.any():
+        return math.nan
+    lab = rgb2lab(np.clip(image_rgb, 0.0, 1.0))
+    return float(np.linalg.norm(lab[hot].mean(axis=0) - lab[near].mean(axis=0)))
+
+
 # ---------------------------------------------------------------------------
 # Registry
 
