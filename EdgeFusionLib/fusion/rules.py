@@ -241,6 +241,10 @@ class DecisionMapRule(WeightedRule):
     no decoder passes.
     """
 
+    def select(self, i1: torch.Tensor, i2: torch.Tensor, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+        """w1 (B, 1, H, W) from the images i1, i2 (B, 1, H, W) and their latents; this one uses the latents."""
+        return self.weights(f1, f2)
+
 
 def local_activity_selection(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
     """w1 = 1 where the MRI latent's local activity (``local_activity``) is the larger, else 0."""
@@ -265,3 +269,12 @@ LATENT_RULES: dict[str, LatentRule] = {
         f"({LOCAL_ACTIVITY_WINDOW}x{LOCAL_ACTIVITY_WINDOW} box).",
     ),
 }
+
+
+def _register_salient() -> None:
+    from .salient import SALIENT_ACTIVITY  # salient.py builds on this module
+
+    LATENT_RULES["salient-activity"] = SALIENT_ACTIVITY
+
+
+_register_salient()
