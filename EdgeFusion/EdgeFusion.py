@@ -443,6 +443,7 @@ class EdgeFusionTest(ScriptedLoadableModuleTest):
             self.test_CancelLeavesSceneUnchanged,
             self.test_BadInputsCreateNothing,
             self.test_BackgroundProcessMatchesInProcess,
+            self.test_AlignFirstOnTheRealScannerPair,
         ):
             self.setUp()
             test()
@@ -515,6 +516,36 @@ class EdgeFusionTest(ScriptedLoadableModuleTest):
         self.assertEqual(fused.GetClassName(), "vtkMRMLVectorVolumeNode")
         self.assertEqual(fused.GetImageData().GetNumberOfScalarComponents(), 3)
         self.assertEqual(fused.GetImageData().GetScalarTypeAsString(), "unsigned char")
+        self.delayDisplay("Test passed")
+
+    def test_AlignFirstOnTheRealScannerPair(self):
+        self.delayDisplay("Align the MRI-DIR CT to its T2 MRI, then fuse")
+        import numpy as np
+
+        t2, ct = self._loadPhantom("MRIDIR-Porcine-MR-T2"), self._loadPhantom("MRIDIR-Porcine-CT")
+        logic = EdgeFusionLogic()
+        self.assertEqual(logic.registration_choice(t2, ct)[0], "rigid")  # two scanners, no shared frame
+        ctVoxels = slicer.util.arrayFromVolume(ct).copy()
+        fused = logic.fuse(t2, ct, "ct", method="pixel-max", registration="auto")
+        self.assertIsNone(ct.GetTransformNodeID())  # the input is untouched
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(ct), ctVoxels)
+        transform = slicer.util.getNode("MRIDIR-Porcine-CT to MRIDIR-Porcine-MR-T2 (registration)")
+        aligned = slicer.util.getNode("MRIDIR-Porcine-CT (aligned)")
+        self.assertEqual(aligned.GetTransformNodeID(), transform.GetID())
+        # The scanners place this CT turned by about 180 degrees about the anterior-posterior axis.
+        self.assertIn("rotation 17", fused.GetAttribute("EdgeFusion.Registration"))
+        # The same transform as the library finds on the sample files (Slicer's RAS vs ITK's LPS handled).
+        import SimpleITK as sitk
+
+        from EdgeFusionLib.registration import register
+        from EdgeFusionMRML import sampledata, volumes
+
+        expected = register(sitk.ReadImage(str(sampledata.sample_file("MRIDIR-Porcine-MR-T2"))),
+                            sitk.ReadImage(str(sampledata.sample_file("MRIDIR-Porcine-CT"))), "rigid")
+        fromParent = vtk.vtkMatrix4x4()
+        transform.GetMatrixTransformFromParent(fromParent)
+        np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(fromParent),
+                                   volumes.ras_matrix_of_sitk_transform(expected.transform), atol=1e-3)
         self.delayDisplay("Test passed")
 
     def test_CancelLeavesSceneUnchanged(self):
