@@ -1,4 +1,4 @@
-"""The ``edgefusion`` command line: fuse, batch, info, demo, evaluate, train.
+"""The ``edgefusion`` command line: fuse, register, batch, info, demo, evaluate, train.
 
 Bad input exits with status 2 and one line ``edgefusion: error: ...`` before any
 work; Ctrl-C cancels cleanly (status 130) and nothing is written.
@@ -65,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("--colormap", help="show a scalar SPECT/PET through this matplotlib colour map "
                                          "(e.g. hot, inferno) and fuse in colour; default: fuse as grey")
     fuse.set_defaults(func=run_fuse)
+
+    register = commands.add_parser("register", help="register a CT/SPECT/PET onto an MRI and write the transform",
+                                   description="Register OTHER onto MRI (Mattes mutual information, docs/registration.md) "
+                                               "and write the ITK transform (Slicer: load it and put OTHER under it).")
+    register.add_argument("mri", type=Path, help="MRI volume (NIfTI, NRRD, MHA/MHD, or a DICOM series folder)")
+    register.add_argument("other", type=Path, help="CT, SPECT or PET volume of the same patient")
+    register.add_argument("-o", "--output", type=Path, required=True, help="transform file to write (.tfm)")
+    register.add_argument("--kind", default="rigid", choices=("rigid", "affine"), help="default: rigid")
+    register.set_defaults(func=run_register)
 
     batch = commands.add_parser(
         "batch", help="fuse every pair of same-named 2D images in two folders, or every row of a cohort file",
@@ -145,13 +154,15 @@ def run_fuse(args) -> int:
     from .fusion.pipeline import fuse_images
     from .io.images import check_not_an_input, check_output_format, check_writable, read_image, write_image
     from .modality import check_modality
-    from .registration import transform_path, write_transform
+    from .registration import transform_path_for, write_transform
 
     options = FusionOptions(method=args.method, axis=_parse_axis(args.axis), device=args.device,
                             batch_size=args.batch_size, colour_table=_colormap(args.colormap) if args.colormap else None,
                             ct_window=args.ct_window, registration=args.register)
     check_writable(args.output)
-    check_not_an_input(args.output, {"MRI": args.mri, "other image": args.other})
+    transform_path = transform_path_for(args.output)
+    for output in (args.output, transform_path):
+        check_not_an_input(output, {"MRI": args.mri, "other image": args.other})
     options.check()  # what does not depend on the modality, before any file is read
     mri = read_image(args.mri, "MRI")
     check_output_format(args.output, mri)  # a volume cannot become a PNG: say so before the work
@@ -159,15 +170,43 @@ def run_fuse(args) -> int:
     modality = check_modality(args.modality) if args.modality else guess_modality(other, args.other)
     options.check(modality.name)
     started = time.perf_counter()
-    aligned = []
-    with _progress_bar("fusing") as progress:
-        fused = fuse_images(mri, other, modality.name, **options.arguments(), progress=progress, registered=aligned.append)
-    registration = aligned[0] if aligned else None
+    registrations = []
+    with _progress_bar("registering and fusing" if options.registration != "none" else "fusing") as progress:
+        fused = fuse_images(mri, other, modality.name, **options.arguments(), registered=registrations.append,
+                            progress=progress)
     write_image(fused, args.output)
-    if registration is not None:  # after the image: a transform file never stands beside a missing fusion
-        write_transform(registration, transform_path(args.output))
-        print(f"registered: {registration.summary()}; wrote {transform_path(args.output)}", file=sys.stderr)
-    print(f"wrote {args.output} ({modality.task}, {time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    registration = registrations[0] if registrations else None
+    if registration is not None:
+        write_transform(registration, transform_path)
+        print(registration.summary(), file=sys.stderr)
+    print(f"wrote {args.output}" + (f" and {transform_path}" if registration is not None else "") +
+          f" ({modality.task}, {time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------- register
+
+def run_register(args) -> int:
+    """Register OTHER onto MRI, write the transform (atomically) and print the summary line."""
+    from .io.images import check_not_an_input, read_image
+    from .registration import RegistrationError, register, write_transform
+
+    output = args.output
+    if output.suffix.lower() != ".tfm":
+        raise RegistrationError(f"cannot write the transform to {output}: use a .tfm file")
+    folder = output.parent if str(output.parent) else Path(".")
+    if not folder.is_dir():
+        raise InputError(f"output folder does not exist: {folder}")
+    if not os.access(folder, os.W_OK):
+        raise InputError(f"output folder is not writable: {folder}")
+    check_not_an_input(output, {"MRI": args.mri, "other image": args.other})
+    mri = read_image(args.mri, "MRI")
+    other = read_image(args.other, "other image")
+    with _progress_bar("registering", unit="step") as progress:
+        result = register(mri, other, args.kind, progress=lambda fraction: progress(round(100 * fraction), 100))
+    write_transform(result, output)
+    print(result.summary())
+    print(f"wrote {output}", file=sys.stderr)
     return 0
 
 

@@ -24,16 +24,21 @@ import argparse
 import os
 import platform
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from EdgeFusionLib.io.images import read_image  # noqa: E402
-from EdgeFusionLib.registration import register  # noqa: E402
-from EdgeFusionLib.registration.align import LEVELS_MM, MASK_LEVEL_MM, head_mask, scalar_volume, shrink_to  # noqa: E402
+from EdgeFusionLib.io.images import read_image
+from EdgeFusionLib.registration import register
+from EdgeFusionLib.registration.align import (
+    LEVELS_MM,
+    MASK_LEVEL_MM,
+    head_mask,
+    scalar_volume,
+    shrink_to,
+)
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -119,7 +119,7 @@ def _write(row: CohortRow, fused, registration, expected: dict, device: str, sta
     """Output (and its transform) first, then its sidecar, each atomically: a sidecar never vouches for a file
     that is not complete."""
     from ..io.images import write_image
-    from ..registration import transform_path, write_transform
+    from ..registration import transform_path_for, write_transform
 
     row.output.parent.mkdir(parents=True, exist_ok=True)
     # Leftovers of an attempt whose worker was killed while writing: this task is now the only writer.
@@ -127,5 +127,5 @@ def _write(row: CohortRow, fused, registration, expected: dict, device: str, sta
         leftover.unlink(missing_ok=True)
     write_image(fused, row.output)
     if registration is not None:
-        write_transform(registration, transform_path(row.output))
+        write_transform(registration, transform_path_for(row.output))
     write_sidecar(row.output, row, expected, device, time.perf_counter() - started, registration)

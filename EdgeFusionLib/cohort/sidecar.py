@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import __version__
 from ..devices import device_type
 from ..io.files import sha256_of, update_sha256, write_json_atomic
-from ..registration import transform_path
+from ..registration import transform_path_for
 
 SIDECAR_SUFFIX = ".json"
 
@@ -84,7 +84,7 @@ def write_sidecar(output: Path | str, row, expected: dict, device: str, seconds:
         "seconds": round(seconds, 3),
     }
     if registration is not None:
-        record["registration"] = {"summary": registration.summary(), "transform": str(transform_path(output)),
+        record["registration"] = {"summary": registration.summary(), "transform": str(transform_path_for(output)),
                                   **registration.to_json()}
     write_json_atomic(sidecar_path(output), record)
     return record

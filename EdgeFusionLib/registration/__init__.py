@@ -16,7 +16,7 @@ from .result import Registration, RegistrationError
 REGISTRATION_CHOICES = ("auto", "none", "rigid", "affine")  # what a user can ask for
 
 __all__ = ["REGISTRATION_CHOICES", "Registration", "RegistrationError", "check_choice", "decide_registration",
-           "read_transform", "register", "resolve_registration", "transform_path", "write_transform"]
+           "read_transform", "register", "resolve_registration", "transform_path_for", "write_transform"]
 
 
 def check_choice(requested: str) -> str:
@@ -61,8 +61,8 @@ def decide_registration(requested: str, *, flat: str | None, mri_frame: str | No
     return "rigid", "the images do not share a known frame of reference"
 
 
-def transform_path(output) -> Path:
-    """Where the transform of a fused output is kept: ``a/fused.nii.gz`` -> ``a/fused.tfm``, beside it."""
+def transform_path_for(output) -> Path:
+    """Where the transform of a fused output is kept (fuse, batch --cohort): ``a/fused.nii.gz`` -> ``a/fused.tfm``."""
     from ..io.images import full_suffix
 
     output = Path(output)
@@ -71,18 +71,25 @@ def transform_path(output) -> Path:
 
 
 def write_transform(registration: Registration, path) -> None:
-    """Write the transform as an ITK transform file (.tfm or .txt), atomically."""
+    """Write the transform as an ITK transform file (.tfm or .txt), atomically.
+
+    A rigid transform is written as the equivalent ``AffineTransform_double_3_3`` (same matrix,
+    centre and translation): the one linear type every ITK and Slicer version reads.
+    """
     import SimpleITK as sitk
 
     from ..io.files import atomic_path
+    from .result import linear_part
 
     path = Path(path)
     if path.suffix.lower() not in (".tfm", ".txt"):
         raise RegistrationError(f"cannot write the transform to {path}: use a .tfm file")
     if not path.parent.is_dir():
         raise RegistrationError(f"output folder does not exist: {path.parent}")
+    matrix, centre, translation = linear_part(registration.transform)
+    affine = sitk.AffineTransform(matrix.ravel().tolist(), translation.tolist(), centre.tolist())
     with atomic_path(path) as temporary:
-        sitk.WriteTransform(registration.transform, str(temporary))
+        sitk.WriteTransform(affine, str(temporary))
 
 
 def read_transform(path):

@@ -3,7 +3,7 @@
 The method (docs/registration.md):
 
 1. Both images become float scalar volumes (an RGB image: its luma) and are averaged down
-   (``BinShrink``, which keeps the physical placement) to voxels of about 8, 4 and 2 mm
+   (``BinShrink``, which keeps the physical placement) to voxels of about 8, 4, 2 and 1 mm
    (``LEVELS_MM``); an image coarser than a level keeps its own voxels there.
 2. A head mask of each image (Otsu threshold of the 4 mm volume above its padding value,
    opened, largest component, holes filled, dilated by one voxel) keeps air, the CT table
@@ -12,10 +12,12 @@ The method (docs/registration.md):
    each in the patient positions of ``START_ORIENTATIONS`` (a scan made head-first against
    one made feet-first, or prone against supine, differs by 180° about one axis). Each is
    optimised briefly at 8 mm; the best metric wins.
-4. From that pose, Euler3D (rigid) at 8, 4 and 2 mm; for ``affine``, then an affine at 4 and
-   2 mm starting from the rigid result. Regular-step gradient descent, scales from physical
-   shifts, all voxels of the mask at 8 mm and a fixed random sample (``SAMPLING_SEED``)
-   at finer levels.
+4. From that pose, Euler3D (rigid) at 8, 4, 2 and 1 mm; for ``affine``, then an affine at 4, 2
+   and 1 mm starting from the rigid result. Conjugate gradients with a line search (at 1 mm:
+   small regular steps from the 2 mm result, as a line search costs too much there), scales
+   from physical shifts, all voxels of the mask at 8 mm and a fixed random sample
+   (``SAMPLING_SEED``) at finer levels. Levels at which both images keep their own voxels
+   (coarser than the level) are run once.
 5. One thread: ITK's metrics split their sums over the global default number of threads (the
    method's own ``SetNumberOfThreads`` does not reach them), and sums added in another order
    differ in the last bits, which the optimiser amplifies. ``register`` sets the global default
@@ -38,11 +40,15 @@ from .result import Registration, RegistrationError, transform_sizes
 LEVELS_MM = (8.0, 4.0, 2.0, 1.0)
 AFFINE_LEVELS_MM = (4.0, 2.0, 1.0)
 MASK_LEVEL_MM = 4.0
+STEP_LEVEL_MM = 1.0  # levels this fine refine with small fixed steps (a line search costs too much there)
 HISTOGRAM_BINS = 32
-SAMPLING_PERCENTAGE = 0.15  # of the masked fixed voxels, at levels finer than the first
+SAMPLING_PERCENTAGE = 0.15  # of the fixed voxels (those outside the mask are dropped), after the first level
+MAX_SAMPLES = 200_000  # voxels drawn at most per level: the cost of fine levels stays bounded
 SAMPLING_SEED = 20260
 ITERATIONS = 200  # per level
 START_ITERATIONS = 40  # per start pose, at the coarsest level
+CONVERGENCE_CHANGE = 1e-5  # of the metric over the last CONVERGENCE_WINDOW iterations
+CONVERGENCE_WINDOW = 5
 # Rotations (about the x, y, z axes, radians) of the patient positions tried as start poses.
 START_ORIENTATIONS = {
     "": (0.0, 0.0, 0.0),
@@ -89,8 +95,8 @@ def register(mri, other, kind: str = "rigid", *, progress: Progress | None = Non
 def _register(mri, other, kind: str, progress: Progress | None, cancel: Cancel | None, label: str) -> Registration:
     sitk = _sitk()
     started = time.perf_counter()
+    check_pair(mri, other, label)  # the images as read: their metadata name the patient
     fixed, moving = scalar_volume(mri, "MRI"), scalar_volume(other, label)
-    check_pair(fixed, moving, label)
     watcher = _Watcher(progress, cancel, steps=len(LEVELS_MM) + 1 + (len(AFFINE_LEVELS_MM) if kind == "affine" else 0))
     # (levels that are skipped below still count as steps: progress then jumps, never goes back)
 
@@ -110,11 +116,17 @@ def _register(mri, other, kind: str, progress: Progress | None, cancel: Cancel |
     starts = start_poses(fixed, moving, fixed_mask, moving_mask)
     scored = []
     for name, _, transform in starts:
-        method = _method(fixed_mask, moving_mask, START_ITERATIONS, LEVELS_MM[0], sample=False)
+        method = _method(fixed_mask, moving_mask, START_ITERATIONS, LEVELS_MM[0], sample=0)
         method.SetInitialTransform(transform, inPlace=True)
         watcher.attach(method)
-        _execute(method, fixed_levels[0], moving_levels[0], watcher)
+        try:
+            _execute(method, fixed_levels[0], moving_levels[0], watcher)
+        except RegistrationError:  # this start drifted out of the other image: the others compete
+            continue
         scored.append((method.GetMetricValue(), mask_coverage(transform, fixed_mask, moving_mask), name, transform))
+    if not scored:
+        raise RegistrationError(f"registration failed from every start pose: the MRI and the {label} do not overlap "
+                                "enough; check the pair")
     watcher.step_done()
     _, _, start_name, start = _pick_start(scored)
     _, orientation, initial = next(entry for entry in start_poses(fixed, moving, fixed_mask, moving_mask)
@@ -128,7 +140,7 @@ def _register(mri, other, kind: str, progress: Progress | None, cancel: Cancel |
     stop, converged = "", True
     for index in kept:
         fixed_level, moving_level, size = fixed_levels[index], moving_levels[index], LEVELS_MM[index]
-        method = _method(fixed_mask, moving_mask, ITERATIONS, size, sample=size != LEVELS_MM[0])
+        method = _method(fixed_mask, moving_mask, ITERATIONS, size, sample=_sampling(fixed_level) if index else 0)
         method.SetInitialTransform(transform, inPlace=True)
         watcher.attach(method)
         _execute(method, fixed_level, moving_level, watcher)
@@ -145,7 +157,7 @@ def _register(mri, other, kind: str, progress: Progress | None, cancel: Cancel |
             index = LEVELS_MM.index(size)
             if index not in kept:
                 continue
-            method = _method(fixed_mask, moving_mask, ITERATIONS, size, sample=True)
+            method = _method(fixed_mask, moving_mask, ITERATIONS, size, sample=_sampling(fixed_levels[index]))
             method.SetInitialTransform(transform, inPlace=True)
             watcher.attach(method)
             _execute(method, fixed_levels[index], moving_levels[index], watcher)
@@ -179,8 +191,6 @@ def scalar_volume(image, role: str):
     values = sitk.GetArrayViewFromImage(image)[..., :3].astype(np.float32)
     scalar = sitk.GetImageFromArray(luma(values))
     scalar.CopyInformation(image)
-    for key in image.GetMetaDataKeys():
-        scalar.SetMetaData(key, image.GetMetaData(key))
     return scalar
 
 
@@ -300,29 +310,48 @@ def _pick_start(scored):
 
 # ------------------------------------------------------------------ optimisation
 
-def _method(fixed_mask, moving_mask, iterations: int, size_mm: float, *, sample: bool):
+def _sampling(fixed_level) -> float:
+    """Fraction of a level's voxels to sample: ``SAMPLING_PERCENTAGE``, at most ``MAX_SAMPLES`` voxels."""
+    return min(SAMPLING_PERCENTAGE, MAX_SAMPLES / float(np.prod(fixed_level.GetSize())))
+
+
+def _method(fixed_mask, moving_mask, iterations: int, size_mm: float, *, sample: float):
+    """A registration method for one level; ``sample``: the fraction of voxels sampled (0: all, no sampling)."""
     sitk = _sitk()
     method = sitk.ImageRegistrationMethod()
     method.SetNumberOfThreads(1)  # bit-identical results: one summation order
     method.SetMetricAsMattesMutualInformation(HISTOGRAM_BINS)
     if sample:
         method.SetMetricSamplingStrategy(method.RANDOM)
-        method.SetMetricSamplingPercentage(SAMPLING_PERCENTAGE, SAMPLING_SEED)
+        method.SetMetricSamplingPercentage(sample, SAMPLING_SEED)
     else:
         method.SetMetricSamplingStrategy(method.NONE)
     method.SetMetricFixedMask(fixed_mask)
     method.SetMetricMovingMask(moving_mask)
     method.SetInterpolator(sitk.sitkLinear)
-    # Steps in mm of the largest voxel displacement: start at half a level voxel, stop at 1/100.
-    method.SetOptimizerAsRegularStepGradientDescent(learningRate=size_mm / 2, minStep=size_mm / 100,
-                                                    numberOfIterations=iterations, relaxationFactor=0.5,
-                                                    gradientMagnitudeTolerance=1e-8)
+    # Conjugate gradients with a line search: a step never makes the metric worse (a fixed-step
+    # descent restarted at a finer level can jump out of the optimum it was in). Steps are
+    # estimated in mm of voxel displacement (scales from physical shifts), at most half a level voxel
+    # times the line search's upper limit; converged when the metric stops changing.
+    if size_mm <= STEP_LEVEL_MM:
+        # From the pose of the level before: steps of at most a quarter voxel, halved when the
+        # direction turns, down to 1/100 voxel.
+        method.SetOptimizerAsRegularStepGradientDescent(learningRate=size_mm / 4, minStep=size_mm / 100,
+                                                        numberOfIterations=iterations, relaxationFactor=0.5,
+                                                        gradientMagnitudeTolerance=1e-8)
+        method.SetOptimizerScalesFromPhysicalShift()
+        return method
+    method.SetOptimizerAsConjugateGradientLineSearch(
+        learningRate=1.0, numberOfIterations=iterations, convergenceMinimumValue=CONVERGENCE_CHANGE,
+        convergenceWindowSize=CONVERGENCE_WINDOW, lineSearchLowerLimit=0.0, lineSearchUpperLimit=2.0,
+        lineSearchEpsilon=0.01, lineSearchMaximumIterations=20, estimateLearningRate=method.EachIteration,
+        maximumStepSizeInPhysicalUnits=size_mm / 2)
     method.SetOptimizerScalesFromPhysicalShift()
     return method
 
 
 def _metric_at(transform, fixed, moving, fixed_mask, moving_mask) -> float:
-    method = _method(fixed_mask, moving_mask, 1, LEVELS_MM[-1], sample=True)
+    method = _method(fixed_mask, moving_mask, 1, LEVELS_MM[-1], sample=_sampling(fixed))
     method.SetInitialTransform(transform, inPlace=False)
     try:
         return float(method.MetricEvaluate(fixed, moving))
@@ -358,6 +387,7 @@ class _Watcher:
     def __init__(self, progress: Progress | None, cancel: Cancel | None, steps: int):
         self.progress, self.cancel, self.steps = progress, cancel, steps
         self.done = 0
+        self.reported = 0.0
         self.cancelled = False
         self.method = None
 
@@ -372,12 +402,18 @@ class _Watcher:
 
     def _iteration(self) -> None:
         self.check()  # the exception stops Execute; _execute turns it back into FusionCancelled
-        if self.progress is not None and self.method is not None:
+        if self.method is not None:
             within = min(self.method.GetOptimizerIteration() / ITERATIONS, 0.99)
-            self.progress(min((self.done + within) / self.steps, 1.0))
+            self._report((self.done + within) / self.steps)
 
     def step_done(self) -> None:
         self.done += 1
         self.check()
+        self._report(self.done / self.steps)
+
+    def _report(self, fraction: float) -> None:
+        """Report ``fraction`` (never less than before: each start pose restarts its iterations)."""
+        fraction = min(max(fraction, self.reported), 1.0)
+        self.reported = fraction
         if self.progress is not None:
-            self.progress(min(self.done / self.steps, 1.0))
+            self.progress(fraction)

@@ -15,7 +15,8 @@ from .result import RegistrationError, linear_part, polar, rotation_angle_deg
 MAX_ROTATION_DEG = 30.0  # beyond the start orientation
 MAX_TRANSLATION_MM = 80.0
 MAX_SCALE_CHANGE = 0.15  # affine: each scale within 1 +- this
-MAX_SHEAR = 0.15  # affine: off-diagonal of the stretch, relative
+MAX_SHEAR = 0.15  # affine: each shear (off-diagonal of the QR's triangular factor / its scale)
+METRIC_TOLERANCE = 0.01  # relative: a pair aligned from the start may end a hair above its start metric
 MIN_COVERAGE = 0.5  # of the MRI's head mask that must lie in the other image's head mask at the result
 PATIENT_ID = "PatientID"
 FRAME_OF_REFERENCE = "FrameOfReferenceUID"
@@ -62,7 +63,7 @@ def check_transform(kind: str, transform, start_rotation: np.ndarray, point) -> 
     """Refuse an implausible result: more than 30° beyond the start orientation, a displacement of
     ``point`` (the MRI's centre, mm) over 80 mm, an affine scale off by over 15 % or a shear."""
     matrix, centre, translation = linear_part(transform)
-    rotation, stretch = polar(matrix)
+    rotation = polar(matrix)[0]
     extra = rotation_angle_deg(rotation @ np.asarray(start_rotation).T)
     point = np.asarray(point, dtype=float)
     shift = float(np.linalg.norm(matrix @ (point - centre) + centre + translation - point))
@@ -73,27 +74,25 @@ def check_transform(kind: str, transform, start_rotation: np.ndarray, point) -> 
         raise RegistrationError(f"registration refused: it moves the image by {shift:.0f} mm (more than "
                                 f"{MAX_TRANSLATION_MM:.0f} mm); {ADVICE}")
     if kind == "affine":
-        scales = np.linalg.eigvalsh(stretch)
+        # matrix = Q U (Q a rotation, U upper triangular): U's diagonal holds the scales, its
+        # off-diagonal divided by the row's scale the shears.
+        upper = np.linalg.qr(matrix)[1]
+        scales = np.abs(np.diag(upper))
         if np.any(np.abs(scales - 1.0) > MAX_SCALE_CHANGE):
             raise RegistrationError(f"registration refused: the affine scales the image by {_list(scales)} (more than "
                                     f"{MAX_SCALE_CHANGE:.0%} off); {ADVICE}, or use --register rigid")
-        shear = np.abs(stretch - np.diag(np.diag(stretch))).max() / np.abs(np.diag(stretch)).min()
+        shear = float(np.abs(np.triu(upper, 1) / scales[:, np.newaxis]).max())
         if shear > MAX_SHEAR:
             raise RegistrationError(f"registration refused: the affine shears the image by {shear:.2f} (more than "
                                     f"{MAX_SHEAR:.2f}); {ADVICE}, or use --register rigid")
 
 
-#: A result whose metric is worse than the start's by less than this share of the start's (sampling
-#: noise: an aligned pair cannot improve, and the sampled metric then moves in its last digits) is not
-#: refused; the transform-size checks still apply.
-METRIC_NOISE = 0.01
-
-
 def check_progress(metric_start: float, metric_final: float, converged: bool, stop: str) -> None:
-    """Refuse a registration that made the metric worse (beyond METRIC_NOISE), or whose optimiser did not converge."""
+    """Refuse a registration that made the metric worse (beyond ``METRIC_TOLERANCE``: an aligned pair
+    starts at its optimum and may end a rounding error above it), or whose optimiser did not converge."""
     if not converged:
         raise RegistrationError(f"registration did not converge ({stop}); {ADVICE}")
-    if metric_final > metric_start + METRIC_NOISE * abs(metric_start):
+    if metric_final > metric_start + METRIC_TOLERANCE * max(abs(metric_start), 0.1):
         raise RegistrationError(f"registration made the match worse (metric {metric_start:.3f} -> {metric_final:.3f}); "
                                 f"{ADVICE}")
 
