@@ -47,7 +47,6 @@ from EdgeFusionMRML.logic import VolumeFusionLogic
 
 environment.ensure_library_importable()
 from EdgeFusionLib.modality import MODALITIES  # noqa: E402  (the modality table; imports nothing heavy)
-from EdgeFusionLib.registration import REGISTRATION_CHOICES  # noqa: E402  (imports nothing heavy either)
 
 #: Oldest torch EdgeFusionLib is tested with (passed to the PyTorch extension's installer).
 MINIMUM_TORCH_VERSION = "2.1"
@@ -143,7 +142,7 @@ class EdgeFusionParameterNode:
     device: ComputeDevice = ComputeDevice.AUTOMATIC
     batchSize: Annotated[int, WithinRange(0, 256)] = 0
     colourTable: vtkMRMLColorNode
-    register: Annotated[str, Choice(list(REGISTRATION_CHOICES))] = "auto"
+    register: str = "auto"  # checked by the controller against EdgeFusionLib.registration.REGISTRATION_CHOICES
     fusedOnTop: bool = True
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     resultMriVolume: vtkMRMLScalarVolumeNode
