@@ -60,8 +60,10 @@ def default_launch(command: list[str]) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        encoding="utf-8",
+        errors="replace",  # a stray byte in a library's message must not stop the reader
         bufsize=1,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"},
     )
 
 
@@ -227,7 +229,8 @@ class BackgroundFusion:
         if kind == "progress":
             self.status.slices_done, self.status.slices_total = int(values[0]), int(values[1])
         elif kind == "registered":
-            self.status.registration = " ".join(values)
+            summary = json.loads((self.job_folder / "registration.json").read_text(encoding="utf-8"))["summary"]
+            self.status.registration = summary
         elif kind == "device":
             self.status.device, self.status.device_name = values[0], " ".join(values[1:])
         elif kind == "done":

@@ -9,7 +9,7 @@ otherwise, and reports on stdout, one message per line::
 
     EDGEFUSION device <device> <device name>
     EDGEFUSION progress <steps done> <steps in total>
-    EDGEFUSION registered <summary line>
+    EDGEFUSION registered             (the summary is in registration.json)
     EDGEFUSION done <seconds>
 
 Cancelling: the parent creates the file ``cancel`` in the job folder; the worker
@@ -64,7 +64,8 @@ def run(job_folder: Path) -> int:
             return
         write_transform(registration, job_folder / "registration.tfm")
         write_json_atomic(job_folder / "registration.json", {"summary": registration.summary(), **registration.to_json()})
-        report("registered", registration.summary())
+        # The summary (with its degree sign) is read from the UTF-8 file: the pipe's encoding is the launcher's.
+        report("registered")
 
     try:
         options = FusionOptions.from_json(parameters["options"])
