@@ -24,13 +24,18 @@ from EdgeFusionLib.registration import (
     REGISTRATION_CHOICES,
     Registration,
     RegistrationError,
+    homogeneous_matrix,
     read_transform,
     register,
     resolve_registration,
     transform_path_for,
     write_transform,
 )
-from EdgeFusionLib.registration.plausibility import check_progress, check_transform
+from EdgeFusionLib.registration.plausibility import (
+    check_affine_gain,
+    check_progress,
+    check_transform,
+)
 
 SAMPLE = Path(__file__).resolve().parent.parent / "Resources" / "SampleData" / "MRIDIR"
 
@@ -277,6 +282,9 @@ def test_transform_files_round_trip_and_are_checked(known, tmp_path):
     assert displacement(again, result.transform, points).max() < 1e-9
     assert [p.name for p in tmp_path.iterdir()] == ["t.tfm"]  # no temporary file left
     assert transform_path_for(tmp_path / "fused.nii.gz") == tmp_path / "fused.tfm"
+    matrix = homogeneous_matrix(again)
+    for point in points[:5]:
+        np.testing.assert_allclose(matrix @ np.append(point, 1.0), [*result.transform.TransformPoint(point), 1.0])
     with pytest.raises(RegistrationError, match="use a .tfm file"):
         write_transform(result, tmp_path / "t.nii.gz")
     (tmp_path / "bad.tfm").write_text("not a transform")
@@ -302,6 +310,9 @@ def test_implausible_results_are_refused_with_what_to_check():
         check_progress(-0.3, -0.2, True, "")
     with pytest.raises(RegistrationError, match="did not converge"):
         check_progress(-0.3, -0.5, False, "Maximum number of iterations (200) exceeded")
+    check_progress(-0.300, -0.299, True, "")  # an aligned pair ends a rounding error above its start: accepted
+    with pytest.raises(RegistrationError, match="made the rigid one worse"):
+        check_affine_gain(-0.3, -0.2)
 
 
 @pytest.fixture

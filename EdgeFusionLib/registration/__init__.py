@@ -11,11 +11,12 @@ from pathlib import Path
 
 from .align import register
 from .plausibility import FRAME_OF_REFERENCE, is_volume, metadata
-from .result import Registration, RegistrationError
+from .result import Registration, RegistrationError, homogeneous_matrix
 
 REGISTRATION_CHOICES = ("auto", "none", "rigid", "affine")  # what a user can ask for
 
 __all__ = ["REGISTRATION_CHOICES", "Registration", "RegistrationError", "check_choice", "decide_registration",
+           "homogeneous_matrix",
            "read_transform", "register", "resolve_registration", "transform_path_for", "write_transform"]
 
 

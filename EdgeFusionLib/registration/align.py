@@ -34,11 +34,17 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import FusionCancelled
-from .plausibility import check_coverage, check_pair, check_progress, check_transform
+from .plausibility import (
+    check_affine_gain,
+    check_coverage,
+    check_pair,
+    check_progress,
+    check_transform,
+)
 from .result import Registration, RegistrationError, transform_sizes
 
 LEVELS_MM = (8.0, 4.0, 2.0, 1.0)
-AFFINE_LEVELS_MM = (4.0, 2.0, 1.0)
+AFFINE_LEVELS_MM = (4.0, 2.0)  # line search only: fixed steps on 12 parameters overshoot
 MASK_LEVEL_MM = 4.0
 STEP_LEVEL_MM = 1.0  # levels this fine refine with small fixed steps (a line search costs too much there)
 HISTOGRAM_BINS = 32
@@ -148,6 +154,7 @@ def _register(mri, other, kind: str, progress: Progress | None, cancel: Cancel |
         stop, converged = method.GetOptimizerStopConditionDescription(), _converged(method)
         watcher.step_done()
     if kind == "affine":
+        rigid_metric = _metric_at(transform, fixed_levels[-1], moving_levels[-1], fixed_mask, moving_mask)
         affine = sitk.AffineTransform(3)
         affine.SetCenter(transform.GetCenter())
         affine.SetMatrix(transform.GetMatrix())
@@ -165,6 +172,8 @@ def _register(mri, other, kind: str, progress: Progress | None, cancel: Cancel |
             stop, converged = method.GetOptimizerStopConditionDescription(), _converged(method)
             watcher.step_done()
     metric_final = _metric_at(transform, fixed_levels[-1], moving_levels[-1], fixed_mask, moving_mask)
+    if kind == "affine":
+        check_affine_gain(rigid_metric, metric_final)
 
     centre = image_centre(fixed)
     check_progress(metric_start, metric_final, converged, stop)
@@ -283,11 +292,22 @@ def start_poses(fixed, moving, fixed_mask, moving_mask) -> list:
 
 
 def mask_coverage(transform, fixed_mask, moving_mask) -> float:
-    """Fraction of the MRI's head mask that ``transform`` maps into the other image's head mask."""
+    """The overlap of the two head masks under ``transform``, as a fraction of the smaller one (mm³).
+
+    Relative to the smaller mask, so that a scan covering part of the head (thick MRI slices over
+    the brain only, a CT of the skull base) is fully covered when it is in place.
+    """
     sitk = _sitk()
     moved = sitk.Resample(moving_mask, fixed_mask, transform, sitk.sitkNearestNeighbor, 0)
     fixed = sitk.GetArrayViewFromImage(fixed_mask) > 0
-    return float((sitk.GetArrayViewFromImage(moved)[fixed] > 0).mean())
+    overlap = float((sitk.GetArrayViewFromImage(moved)[fixed] > 0).sum()) * _voxel_volume(fixed_mask)
+    volumes = [float((sitk.GetArrayViewFromImage(mask) > 0).sum()) * _voxel_volume(mask)
+               for mask in (fixed_mask, moving_mask)]
+    return min(overlap / min(volumes), 1.0)
+
+
+def _voxel_volume(image) -> float:
+    return float(np.prod(image.GetSpacing()))
 
 
 def _pick_start(scored):

@@ -17,7 +17,7 @@ MAX_TRANSLATION_MM = 80.0
 MAX_SCALE_CHANGE = 0.15  # affine: each scale within 1 +- this
 MAX_SHEAR = 0.15  # affine: each shear (off-diagonal of the QR's triangular factor / its scale)
 METRIC_TOLERANCE = 0.01  # relative: a pair aligned from the start may end a hair above its start metric
-MIN_COVERAGE = 0.5  # of the MRI's head mask that must lie in the other image's head mask at the result
+MIN_COVERAGE = 0.5  # overlap of the two head masks at the result, as a fraction of the smaller one
 PATIENT_ID = "PatientID"
 FRAME_OF_REFERENCE = "FrameOfReferenceUID"
 
@@ -92,16 +92,28 @@ def check_progress(metric_start: float, metric_final: float, converged: bool, st
     starts at its optimum and may end a rounding error above it), or whose optimiser did not converge."""
     if not converged:
         raise RegistrationError(f"registration did not converge ({stop}); {ADVICE}")
-    if metric_final > metric_start + METRIC_TOLERANCE * max(abs(metric_start), 0.1):
+    if worse(metric_final, metric_start):
         raise RegistrationError(f"registration made the match worse (metric {metric_start:.3f} -> {metric_final:.3f}); "
                                 f"{ADVICE}")
 
 
+def worse(metric_after: float, metric_before: float) -> bool:
+    """True when ``metric_after`` is worse (higher) than ``metric_before`` beyond ``METRIC_TOLERANCE``."""
+    return metric_after > metric_before + METRIC_TOLERANCE * max(abs(metric_before), 0.1)
+
+
+def check_affine_gain(metric_rigid: float, metric_affine: float) -> None:
+    """Refuse an affine result that matches worse than the rigid one it started from."""
+    if worse(metric_affine, metric_rigid):
+        raise RegistrationError(f"the affine registration made the rigid one worse (metric {metric_rigid:.3f} -> "
+                                f"{metric_affine:.3f}); use --register rigid")
+
+
 def check_coverage(coverage: float, label: str) -> None:
-    """Refuse a result that puts less than ``MIN_COVERAGE`` of the MRI's head inside the other image's head."""
+    """Refuse a result where the two heads overlap by less than ``MIN_COVERAGE`` of the smaller one."""
     if coverage < MIN_COVERAGE:
-        raise RegistrationError(f"registration refused: only {coverage:.0%} of the MRI's head lies inside the "
-                                f"{label}'s head at the result; {ADVICE}")
+        raise RegistrationError(f"registration refused: the heads in the MRI and the {label} overlap by only "
+                                f"{coverage:.0%} at the result; {ADVICE}")
 
 
 def _list(values) -> str:

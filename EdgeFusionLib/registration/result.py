@@ -73,6 +73,19 @@ def linear_part(transform) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return matrix, np.array(transform.GetCenter(), dtype=float), np.array(transform.GetTranslation(), dtype=float)
 
 
+def homogeneous_matrix(transform) -> np.ndarray:
+    """The 4x4 matrix of a 3D rigid/affine transform in LPS mm, MRI points to OTHER points (ITK's direction).
+
+    For Slicer (RAS, and a transform node's "to parent" direction): flip x and y with
+    ``diag(-1, -1, 1, 1)`` on both sides and invert, to move the OTHER volume onto the MRI.
+    """
+    matrix, centre, translation = linear_part(transform)
+    result = np.eye(4)
+    result[:3, :3] = matrix
+    result[:3, 3] = centre + translation - matrix @ centre
+    return result
+
+
 def _as_concrete(transform):
     """A generic ``sitk.Transform`` (e.g. read from a .tfm) downcast to its own class."""
     import SimpleITK as sitk
