@@ -82,18 +82,11 @@ def ijk_to_ras_from_sitk(image) -> np.ndarray:
 
 
 def ras_matrix_of_sitk_transform(transform) -> np.ndarray:
-    """The 4x4 RAS matrix of a linear SimpleITK transform (rigid, affine, or a composite of them).
+    """The 4x4 RAS matrix of a rigid or affine SimpleITK transform (ITK's LPS matrix with x and y flipped)."""
+    from EdgeFusionLib.registration import homogeneous_matrix
 
-    ITK transforms act on LPS points; the matrix is found by transforming the origin and the
-    unit points, so it works whatever the transform's class, centre or composition.
-    """
-    origin = np.array(transform.TransformPoint((0.0, 0.0, 0.0)))
-    columns = [np.array(transform.TransformPoint(tuple(unit))) - origin for unit in np.eye(3)]
-    lps = np.eye(4)
-    lps[:3, :3] = np.stack(columns, axis=1)
-    lps[:3, 3] = origin
     flip = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS, its own inverse
-    return flip @ lps @ flip
+    return flip @ homogeneous_matrix(transform) @ flip
 
 
 def sitk_image_from_volume(volume_node):
