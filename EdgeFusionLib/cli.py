@@ -152,7 +152,13 @@ def _add_device_option(parser: argparse.ArgumentParser) -> None:
 def run_fuse(args) -> int:
     from .fusion.options import FusionOptions
     from .fusion.pipeline import fuse_images
-    from .io.images import check_not_an_input, check_output_format, check_writable, read_image, write_image
+    from .io.images import (
+        check_not_an_input,
+        check_output_format,
+        check_writable,
+        read_image,
+        write_image,
+    )
     from .modality import check_modality
     from .registration import transform_path_for, write_transform
 
@@ -188,17 +194,13 @@ def run_fuse(args) -> int:
 
 def run_register(args) -> int:
     """Register OTHER onto MRI, write the transform (atomically) and print the summary line."""
-    from .io.images import check_not_an_input, read_image
+    from .io.images import check_folder_of, check_not_an_input, read_image
     from .registration import RegistrationError, register, write_transform
 
     output = args.output
     if output.suffix.lower() != ".tfm":
         raise RegistrationError(f"cannot write the transform to {output}: use a .tfm file")
-    folder = output.parent if str(output.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"output folder is not writable: {folder}")
+    check_folder_of(output)
     check_not_an_input(output, {"MRI": args.mri, "other image": args.other})
     mri = read_image(args.mri, "MRI")
     other = read_image(args.other, "other image")
@@ -314,7 +316,13 @@ def _run_pair_folders(args) -> int:
     from .fusion.engine import FusionEngine
     from .fusion.pipeline import fuse_prepared, prepare_inputs
     from .io.atlas import find_pairs, unmatched_names
-    from .io.images import check_not_an_input, check_output_folder, read_image, squeeze_single_slice, write_image
+    from .io.images import (
+        check_not_an_input,
+        check_output_folder,
+        read_image,
+        squeeze_single_slice,
+        write_image,
+    )
     from .modality import check_task
 
     other_modality = check_task(args.task)
