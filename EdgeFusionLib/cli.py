@@ -7,6 +7,7 @@ work; Ctrl-C cancels cleanly (status 130) and nothing is written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -55,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("--modality", help=f"modality of OTHER: {', '.join(MODALITIES)} (default: from its DICOM "
                                          "Modality tag, else from a word of its file name such as ct or fdg)")
     _add_engine_options(fuse)
+    _add_registration_option(fuse, "align OTHER to the MRI first")
     fuse.add_argument("--axis", default="auto",
                       help="slicing axis of volumes: 0, 1, 2 (numpy z, y, x) or auto = acquisition plane (default)")
     fuse.add_argument("--ct-window", type=float, nargs=2, metavar=("LOW", "HIGH"),
@@ -62,10 +64,6 @@ def build_parser() -> argparse.ArgumentParser:
                            "in Hounsfield units (minimum below -500), value/255 for an 8-bit CT, else scaled like an MRI")
     fuse.add_argument("--colormap", help="show a scalar SPECT/PET through this matplotlib colour map "
                                          "(e.g. hot, inferno) and fuse in colour; default: fuse as grey")
-    fuse.add_argument("--register", default="auto", choices=REGISTRATION_CHOICES,
-                      help="align OTHER to the MRI first: auto (default) = rigid, unless both are DICOM series of one "
-                           "frame of reference or 2D pictures; none = place by the headers; rigid; affine. The "
-                           "transform is written beside the output (OUTPUT.tfm)")
     fuse.set_defaults(func=run_fuse)
 
     register = commands.add_parser("register", help="register a CT/SPECT/PET onto an MRI and write the transform",
@@ -96,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--threads", type=int, help="cohort form with a cluster: torch threads per worker (default: "
                                                   "cores / workers locally; on --scheduler the workers' own, 1 per "
                                                   "Dask thread unless their OMP_NUM_THREADS says otherwise)")
+    _add_registration_option(batch, "cohort form, rows with an empty register column: align each other image to its "
+                                    "MRI first")
     _add_engine_options(batch)
     batch.set_defaults(func=run_batch)
 
@@ -135,6 +135,13 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
         f"{size} on {device.upper()}" for device, size in DEFAULT_BATCH_SIZE.items()) + ")")
 
 
+def _add_registration_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--register", choices=REGISTRATION_CHOICES, default="auto",
+                        help=f"{what}: auto (default: rigid, unless both images share a DICOM frame of reference or "
+                             "are 2D pictures), none (place them by their headers), rigid or affine. The transform is "
+                             "written beside the output (fused.nii.gz -> fused.tfm, ITK format, readable by Slicer)")
+
+
 def _add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto",
                         help=f"{', '.join(DEVICE_CHOICES)} or cuda:N (default: auto = CUDA, else MPS, else CPU)")
@@ -145,7 +152,13 @@ def _add_device_option(parser: argparse.ArgumentParser) -> None:
 def run_fuse(args) -> int:
     from .fusion.options import FusionOptions
     from .fusion.pipeline import fuse_images
-    from .io.images import check_not_an_input, check_output_format, check_writable, read_image, write_image
+    from .io.images import (
+        check_not_an_input,
+        check_output_format,
+        check_writable,
+        read_image,
+        write_image,
+    )
     from .modality import check_modality
     from .registration import transform_path_for, write_transform
 
@@ -181,17 +194,13 @@ def run_fuse(args) -> int:
 
 def run_register(args) -> int:
     """Register OTHER onto MRI, write the transform (atomically) and print the summary line."""
-    from .io.images import check_not_an_input, read_image
+    from .io.images import check_folder_of, check_not_an_input, read_image
     from .registration import RegistrationError, register, write_transform
 
     output = args.output
     if output.suffix.lower() != ".tfm":
         raise RegistrationError(f"cannot write the transform to {output}: use a .tfm file")
-    folder = output.parent if str(output.parent) else Path(".")
-    if not folder.is_dir():
-        raise InputError(f"output folder does not exist: {folder}")
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"output folder is not writable: {folder}")
+    check_folder_of(output)
     check_not_an_input(output, {"MRI": args.mri, "other image": args.other})
     mri = read_image(args.mri, "MRI")
     other = read_image(args.other, "other image")
@@ -280,10 +289,10 @@ def _run_cohort(args) -> int:
     from .devices import check_device_name
     from .fusion.options import FusionOptions
 
-    defaults = FusionOptions(method=args.method, device=args.device, batch_size=args.batch_size)
+    defaults = FusionOptions(method=args.method, device=args.device, batch_size=args.batch_size, registration=args.register)
     on_this_machine = args.scheduler is None
     # What does not depend on a row, once (the device by name only when workers elsewhere run the pairs).
-    (defaults if on_this_machine else FusionOptions(method=args.method, batch_size=args.batch_size)).check()
+    (defaults if on_this_machine else dataclasses.replace(defaults, device="cpu")).check()
     check_device_name(args.device)
     cohort = read_cohort(args.cohort, args.out_dir, defaults, check_device=on_this_machine)
     try:
@@ -307,7 +316,13 @@ def _run_pair_folders(args) -> int:
     from .fusion.engine import FusionEngine
     from .fusion.pipeline import fuse_prepared, prepare_inputs
     from .io.atlas import find_pairs, unmatched_names
-    from .io.images import check_not_an_input, check_output_folder, read_image, squeeze_single_slice, write_image
+    from .io.images import (
+        check_not_an_input,
+        check_output_folder,
+        read_image,
+        squeeze_single_slice,
+        write_image,
+    )
     from .modality import check_task
 
     other_modality = check_task(args.task)

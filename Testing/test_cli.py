@@ -52,7 +52,7 @@ def test_fuse_volume_keeps_the_mri_geometry(tmp_path, capsys):
     sitk.WriteImage(ct, str(tmp_path / "patient_ct.nii.gz"))
     code, _, err = run(capsys, "fuse", tmp_path / "mri.nrrd", tmp_path / "patient_ct.nii.gz",
                        "-o", tmp_path / "out.nii.gz", "--method", "pixel-average",  # modality from the file name
-                       "--register", "none")  # registration: test_registration.py
+                       "--register", "none")  # placed by the headers, as they say
     assert code == 0, err
     out = sitk.ReadImage(str(tmp_path / "out.nii.gz"))
     assert out.GetSize() == mri.GetSize()
@@ -104,7 +104,7 @@ def test_non_overlapping_volumes_and_unknown_modality_and_unwritable_output(tmp_
     far_mri = sitk.GetImageFromArray(np.random.default_rng(3).random((3, 8, 8)).astype(np.float32))
     sitk.WriteImage(far_mri, str(tmp_path / "near.nii.gz"))
     code, _, err = run(capsys, "fuse", tmp_path / "near.nii.gz", ok, "-o", tmp_path / "o2.nii.gz", "--modality", "ct",
-                       "--method", "pixel-max")
+                       "--method", "pixel-max", "--register", "none")
     assert code == 2 and "do not overlap" in err and not (tmp_path / "o2.nii.gz").exists()
     code, _, err = run(capsys, "fuse", ok, ok, "-o", tmp_path / "o3.nii.gz", "--modality", "xray")
     assert code == 2 and "unknown modality 'xray'" in err and err.count("\n") == 1

@@ -4,19 +4,18 @@ import argparse
 import csv
 import json
 import math
-import sys
-import types
 
 import numpy as np
 import pytest
+from conftest import phantom_slice
 from PIL import Image
 
-from conftest import phantom_slice
 from EdgeFusionLib.evaluation import evaluate
-from EdgeFusionLib.io import atlas
+from EdgeFusionLib.evaluation import metrics as metrics_module
+from EdgeFusionLib.evaluation.metrics import METRICS, compute_metrics, mean_rank
 from EdgeFusionLib.fusion.baselines import PIXEL_METHODS
 from EdgeFusionLib.fusion.colour import luma
-from EdgeFusionLib.evaluation.metrics import METRICS, compute_metrics, mean_rank
+from EdgeFusionLib.io import atlas
 from EdgeFusionLib.modality import TASKS
 
 CT_NAMES = ["05001", "16001", "16002", "32001"]  # cases 16 and 32 are MRI-CT's validation cases
@@ -181,36 +180,13 @@ def test_cli_reports_bad_input_in_one_line(dataset, tmp_path, capsys):
     assert not any(tmp_path.iterdir())
 
 
-def test_unknown_method_is_rejected_before_any_work(dataset, tmp_path, monkeypatch):
-    registry = types.ModuleType("EdgeFusionLib.fusion.methods")
-    registry.method_names = lambda: ["sfnn", *PIXEL_METHODS]
-    registry.DEFAULT_METHOD = {"MRI-CT": "sfnn"}
-    monkeypatch.setitem(sys.modules, "EdgeFusionLib.fusion.methods", registry)
-    with pytest.raises(ValueError, match="unknown method 'bogus'; choose from sfnn, pixel-average"):
+def test_unknown_method_is_rejected_before_any_work(dataset, tmp_path):
+    from EdgeFusionLib.fusion.methods import DEFAULT_METHOD, method_names
+
+    with pytest.raises(ValueError, match="unknown method 'bogus'; choose from " + ", ".join(method_names())):
         evaluate.run_evaluation(dataset, "MRI-CT", ["pixel-max", "bogus"], tmp_path, progress=False)
     assert not any(tmp_path.iterdir())
-    assert evaluate.default_methods("MRI-CT") == ["sfnn", *PIXEL_METHODS]
-
-
-def test_network_methods_go_through_fuse_2d_arrays_after_one_warm_up(dataset, tmp_path, monkeypatch):
-    calls = []
-
-    def fuse_2d_arrays(mri01, other01, task, method, device="auto"):
-        calls.append((mri01.shape, other01.shape, task, method, device))
-        return np.maximum(mri01, other01)
-
-    registry = types.ModuleType("EdgeFusionLib.fusion.methods")
-    registry.method_names = lambda: ["fake-net", *PIXEL_METHODS]
-    fusion = types.ModuleType("EdgeFusionLib.fusion.pipeline")
-    fusion.fuse_2d_arrays = fuse_2d_arrays
-    monkeypatch.setitem(sys.modules, "EdgeFusionLib.fusion.methods", registry)
-    monkeypatch.setitem(sys.modules, "EdgeFusionLib.fusion.pipeline", fusion)
-    results = evaluate.run_evaluation(
-        dataset, "MRI-CT", ["fake-net", "pixel-max"], tmp_path, device="cpu", cases=["05"], progress=False
-    )
-    assert calls == [((32, 32), (32, 32), "MRI-CT", "fake-net", "cpu")] * 2  # warm-up + one pair
-    assert results["per_pair"]["fake-net"][0]["psnr"] == results["per_pair"]["pixel-max"][0]["psnr"]
-    assert "warm-up" in (tmp_path / "results.md").read_text(encoding="utf-8")
+    assert evaluate.default_methods("MRI-CT") == [DEFAULT_METHOD["MRI-CT"], *PIXEL_METHODS]
 
 
 def test_a_failure_while_rendering_leaves_the_previous_outputs_untouched(dataset, tmp_path, monkeypatch):
@@ -245,3 +221,69 @@ def test_nan_metrics_are_null_in_json_and_na_in_the_table():
     }
     assert "n/a ± n/a" in evaluate.markdown_table(results)
     assert evaluate._json_safe({"x": [math.nan, math.inf, 1.5]}) == {"x": [None, None, 1.5]}
+
+
+def test_salient_measures_are_reported_next_to_the_13(ct_run, dataset):
+    results, out = ct_run
+    assert results["salient_metrics"] == list(metrics_module.SALIENT_METRICS)
+    for method in METHODS:
+        rows = results["per_pair"][method]
+        for row in rows:
+            mri = read_grey(dataset / "MRI-CT" / "MRI" / f"{row['pair']}.png")
+            ct = read_grey(dataset / "MRI-CT" / "CT" / f"{row['pair']}.png")
+            written = np.floor(PIXEL_METHODS[method](mri, ct) * 255 + 0.5) / 255
+            assert row["salient_loss_other"] == pytest.approx(metrics_module.salient_loss_b(written, mri, ct))
+        assert results["summary"][method]["mean"]["salient_loss_mri"] == pytest.approx(
+            np.mean([row["salient_loss_mri"] for row in rows]))
+    markdown = (out / "results.md").read_text(encoding="utf-8")
+    assert "salient loss" in markdown and "isolated pixels" in markdown
+    assert "salient_loss_other_mean" in (out / "results.csv").read_text(encoding="utf-8").splitlines()[0]
+    # the mean rank is over the 13 only
+    assert results["summary"][METHODS[0]]["mean_rank"] == mean_rank(
+        {m: results["summary"][m]["mean"] for m in METHODS})[METHODS[0]]
+
+
+def test_every_nth_pair(dataset, tmp_path):
+    assert [p.name for p in evaluate.select_pairs(dataset, "MRI-CT", every=2)] == ["05001", "16002"]
+    with pytest.raises(ValueError, match="every must be at least 1"):
+        evaluate.select_pairs(dataset, "MRI-CT", every=0)
+    results = evaluate.run_evaluation(dataset, "MRI-CT", ["pixel-max"], tmp_path, every=3, progress=False)
+    assert results["pairs"] == ["05001", "32001"] and "--every 3" in results["command"]
+
+
+def test_cache_reuses_delivered_fusions_and_misses_when_the_method_changes(dataset, tmp_path, monkeypatch):
+    calls = []
+
+    def counting(mri, other):
+        """Pixel maximum, counted."""
+        calls.append(1)
+        return np.maximum(mri, other)
+
+    monkeypatch.setitem(evaluate.PIXEL_METHODS, "pixel-max", counting)
+    first = evaluate.run_evaluation(dataset, "MRI-CT", ["pixel-max"], tmp_path / "a", cache=tmp_path / "cache",
+                                    progress=False)
+    assert len(calls) == 1 + 4  # warm-up + 4 pairs
+    second = evaluate.run_evaluation(dataset, "MRI-CT", ["pixel-max"], tmp_path / "b", cache=tmp_path / "cache",
+                                     progress=False)
+    assert len(calls) == 5  # nothing fused again
+    assert second["per_pair"] == first["per_pair"]  # same scores, same recorded seconds
+    monkeypatch.setattr(evaluate, "cache_key", lambda task, method: "changed-code")
+    evaluate.run_evaluation(dataset, "MRI-CT", ["pixel-max"], tmp_path / "c", cache=tmp_path / "cache", progress=False)
+    assert len(calls) == 10
+
+
+def test_network_methods_score_what_the_engine_delivers(tmp_path):
+    """evaluate's network path is FusionEngine's: the scored luma is that of the RGB `fuse` returns."""
+    from EdgeFusionLib.fusion.engine import FusionEngine
+
+    mri = phantom_slice(32, 32, seed=3)
+    hot = phantom_slice(32, 32, seed=4)
+    spect = np.stack([hot, hot**2, 0.3 * hot], axis=-1)
+    write_png(tmp_path / "MRI-SPECT" / "MRI" / "21001.png", mri)
+    write_png(tmp_path / "MRI-SPECT" / "SPECT" / "21001.png", spect)
+    method = "salient-activity"
+    results = evaluate.run_evaluation(tmp_path, "MRI-SPECT", [method], tmp_path / "out", device="cpu", progress=False)
+    loaded = evaluate.load_pair(atlas.task_pairs(tmp_path, "MRI-SPECT")[0])
+    delivered = FusionEngine(method, "MRI-SPECT", "cpu").fuse(loaded.mri, loaded.other_rgb)
+    expected = compute_metrics(np.clip(luma(delivered / 255.0), 0, 1), loaded.mri, loaded.other)
+    assert {name: results["per_pair"][method][0][name] for name in METRICS} == pytest.approx(expected, rel=1e-6)

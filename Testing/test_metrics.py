@@ -371,3 +371,78 @@ def test_mean_rank_averages_per_metric_ranks():
 def test_mean_rank_puts_nan_last_and_inf_first():
     table = {"nan": {"psnr": math.nan}, "inf": {"psnr": math.inf}, "finite": {"psnr": 30.0}}
     assert mean_rank(table) == {"inf": 1.0, "finite": 2.0, "nan": 3.0}
+
+
+# ---------------------------------------------------------------------------
+# Salient structures (known answers on constructed images)
+
+
+def _salient_case():
+    """A 40x40 pair: MRI tissue 0.4 with a bright block (0.9, 10 % of the foreground), CT 0.3 with
+    a bone block (1.0, another 10 %), background 0."""
+    mri = np.zeros((40, 40))
+    ct = np.zeros((40, 40))
+    mri[5:35, 5:35] = 0.4  # 900 foreground pixels
+    ct[5:35, 5:35] = 0.3
+    mri[5:14, 5:15] = 0.9  # 90 pixels: the MRI's brightest 10 %
+    ct[26:35, 25:35] = 1.0  # 90 pixels: the CT's brightest 10 %
+    return mri, ct
+
+
+def test_salient_region_is_the_brightest_tenth_of_the_foreground():
+    mri, ct = _salient_case()
+    mask = metrics.foreground(mri, ct)
+    assert mask.sum() == 900
+    assert metrics.salient_region(mri, mask).sum() == 90 and metrics.salient_region(mri, mask)[5:14, 5:15].all()
+    assert metrics.salient_region(ct, mask).sum() == 90 and metrics.salient_region(ct, mask)[26:35, 25:35].all()
+    assert not metrics.salient_region(mri, np.zeros_like(mask)).any()
+
+
+def test_salient_loss_counts_the_share_that_drops_by_more_than_a_quarter():
+    mri, ct = _salient_case()
+    assert metrics.salient_loss_a(np.maximum(mri, ct), mri, ct) == 0.0
+    assert metrics.salient_loss_b(np.maximum(mri, ct), mri, ct) == 0.0
+    fused = np.maximum(mri, ct)
+    fused[26:35, 25:30] = 0.4  # half of the bone replaced by MRI grey: a drop of 0.6
+    assert metrics.salient_loss_b(fused, mri, ct) == pytest.approx(0.5)
+    assert metrics.salient_loss_a(fused, mri, ct) == 0.0
+    fused[26:35, 30:35] = 0.8  # a drop of 0.2 is not a loss
+    assert metrics.salient_loss_b(fused, mri, ct) == pytest.approx(0.5)
+    assert math.isnan(metrics.salient_loss_a(np.zeros((8, 8)), np.zeros((8, 8)), np.zeros((8, 8))))
+
+
+def test_contrast_retention_is_the_fused_contrast_over_the_source_contrast():
+    mri, ct = _salient_case()
+    assert metrics.contrast_retention_a(mri, mri, ct) == pytest.approx(1.0)
+    assert metrics.contrast_retention_b(ct, mri, ct) == pytest.approx(1.0)
+    half = (mri + ct) / 2
+    # CT region: fused mean (1.0 + 0.4) / 2 = 0.7; rest: 0.35 except the MRI block (0.6) -> (720*0.35 + 90*0.6)/810
+    rest = (720 * 0.35 + 90 * 0.6) / 810
+    assert metrics.contrast_retention_b(half, mri, ct) == pytest.approx((0.7 - rest) / (1.0 - 0.3))
+    assert metrics.contrast_retention_b(np.full_like(ct, 0.5), mri, ct) == pytest.approx(0.0)
+    assert math.isnan(metrics.contrast_retention_a(mri, np.where(mri > 0, 0.4, 0.0), ct))  # flat MRI: no region above
+
+
+def test_isolated_pixels_counts_specks_inside_bright_structures_only():
+    mri, ct = _salient_case()
+    fused = np.maximum(mri, ct)
+    assert metrics.isolated_pixels(fused, mri, ct) == 0
+    fused[28, 27] = fused[30, 31] = 0.3  # two dark specks in the bone
+    fused[31, 31] = 0.3  # a neighbour of the second: two touching dark pixels are not isolated
+    fused[20, 20] = 0.0  # a speck in ordinary tissue: outside bright structures
+    fused[8, 8] = 0.1  # a dark speck in the MRI's bright block
+    assert metrics.isolated_pixels(fused, mri, ct) == 2
+    ct[28, 27], ct[20, 6] = 0.3, 1.0  # the CT has that speck itself (the fusion did not make it); same bone area
+    assert metrics.isolated_pixels(fused, mri, ct) == 1
+    assert math.isnan(metrics.isolated_pixels(fused[:2], mri[:2], ct[:2]))
+    fused[32, 27] = 0.9 + 0.4  # out of range -> check it is refused rather than counted
+    with pytest.raises(ValueError):
+        metrics.isolated_pixels(fused, mri, ct)
+
+
+def test_salient_metrics_are_reported_by_name_but_not_ranked():
+    mri, ct = _salient_case()
+    values = compute_metrics(np.maximum(mri, ct), mri, ct, names=list(metrics.SALIENT_METRICS))
+    assert values == {"salient_loss_mri": 0.0, "salient_loss_other": 0.0, "contrast_mri": pytest.approx(values["contrast_mri"]),
+                      "contrast_other": pytest.approx(values["contrast_other"]), "isolated_pixels": 0.0}
+    assert not set(metrics.SALIENT_METRICS) & set(METRICS)

@@ -5,7 +5,8 @@ Reads every pair of ``DIR/<task>/`` (the layout of ``../shared/data/harvard``, s
 ``metrics.METRICS`` (on the luma Y for colour SPECT/PET, docs/method.md §3), and
 writes to the output folder:
 
-* ``results.md``: mean +- std per metric per method, mean rank, seconds per pair;
+* ``results.md``: mean +- std per metric per method, mean rank, seconds per pair, and the
+  salient-structure measures (``metrics.SALIENT_METRICS``: what the 13 do not see);
 * ``results.csv``: the same numbers, one row per method;
 * ``results.json``: means, stds, mean ranks and every per-pair value;
 * ``figure.png``: example pairs with each method's fusion, then per-metric bar charts.
@@ -14,6 +15,12 @@ Every method is scored on the image ``edgefusion batch`` would write for it (``a
 8-bit grey, or 8-bit RGB with the fused luma and the other image's chroma. That is what a
 user and an external evaluation receive; sub-grey-level differences that the PNG drops do
 not decide the pixel metrics (FMI counted faint noise in the black background, measured).
+
+Network methods run through the same ``FusionEngine`` as ``edgefusion fuse`` (``fuse_2d_arrays``
+calls its ``fuse_grey``; the delivered image is ``colour.delivered_8bit`` in both). ``--cache DIR``
+keeps each delivered fusion on disk, keyed by the method, the weights' sha256 and the fusion code,
+so that re-scoring or cross-validating (``selection``) does not fuse again; ``--every N`` scores
+every Nth pair only.
 
 Nothing is written until every pair is scored, and each file is written to a temporary
 name and renamed, so a failed or interrupted run leaves no half-written output.
@@ -35,7 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
-from EdgeFusionLib.evaluation.metrics import METRIC_LABELS, METRICS, compute_metrics, mean_rank
+from EdgeFusionLib.evaluation.metrics import METRIC_LABELS, METRICS, SALIENT_METRICS, compute_metrics, mean_rank
 from EdgeFusionLib.fusion.baselines import PIXEL_METHODS
 from EdgeFusionLib.fusion.colour import delivered_8bit, luma, replace_luma
 from EdgeFusionLib.io import atlas
@@ -92,9 +99,10 @@ def as_written(fused: np.ndarray, loaded: LoadedPair) -> np.ndarray:
 
 
 def select_pairs(
-    data_dir: Path | str, task: str, cases: Sequence[str] | None = None, limit: int | None = None
+    data_dir: Path | str, task: str, cases: Sequence[str] | None = None, limit: int | None = None, every: int = 1
 ) -> list[atlas.Pair]:
-    """The pairs of ``data_dir/<task>``, optionally only those of ``cases``, then the first ``limit``."""
+    """The pairs of ``data_dir/<task>``, optionally only those of ``cases``, then every ``every``-th
+    (by name, so each case keeps pairs spread over its slices), then the first ``limit``."""
     pairs = atlas.task_pairs(data_dir, task)
     if cases is not None:
         cases = [str(case) for case in cases]
@@ -105,6 +113,9 @@ def select_pairs(
                 f"no pairs of case {', '.join(missing)} in {Path(data_dir) / task}; cases there: {', '.join(present)}"
             )
         pairs = [pair for pair in pairs if pair.case in cases]
+    if every < 1:
+        raise ValueError(f"every must be at least 1, got {every}")
+    pairs = pairs[::every]
     if limit is not None:
         if limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
@@ -156,6 +167,58 @@ def _network_fuser(fuse_2d_arrays: Callable, task: str, method: str, device: str
 
 
 # ---------------------------------------------------------------------------
+# Cache of delivered fusions
+
+#: Fusion source files whose text is part of a cache key: a change in any of them fuses anew.
+_NETWORK_SOURCES = ("rules.py", "salient.py", "engine.py")
+_PIXEL_SOURCES = ("baselines.py",)
+_COLOUR_SOURCES = ("colour.py",)  # the delivered RGB of a colour task
+
+
+def cache_key(task: str, method: str) -> str:
+    """A key that changes when anything that makes ``method``'s delivered fusion changes: the method
+    name, the task's weights (sha256, network methods only) and the text of the fusion code."""
+    import hashlib
+
+    network = method not in PIXEL_METHODS
+    sources = (_NETWORK_SOURCES if network else _PIXEL_SOURCES) + (_COLOUR_SOURCES if check_task(task).shown_in_colour else ())
+    digest = hashlib.sha256(f"{task}\0{method}".encode())
+    fusion_dir = Path(__file__).resolve().parent.parent / "fusion"
+    for name in sources:
+        digest.update((fusion_dir / name).read_bytes())
+    if network:
+        weights = importlib.import_module("EdgeFusionLib.model.weights")
+        entry = weights.read_manifest()["models"].get(task, {})
+        digest.update(str(entry.get("sha256")).encode())
+    return digest.hexdigest()[:16]
+
+
+class FusionCache:
+    """Delivered fusions (float32 grey/luma in [0, 1]) and their fusion seconds, one .npz per pair under
+    ``folder/<task>/<method>-<cache_key>/``. ``None`` folder: nothing is kept."""
+
+    def __init__(self, folder: Path | str | None, task: str, methods: Sequence[str]):
+        self.folders = {} if folder is None else {
+            method: Path(folder) / task / f"{method}-{cache_key(task, method)}" for method in methods}
+
+    def get(self, method: str, pair: atlas.Pair) -> tuple[np.ndarray, float] | None:
+        path = self.folders.get(method)
+        if path is None or not (path / f"{pair.name}.npz").is_file():
+            return None
+        with np.load(path / f"{pair.name}.npz") as stored:
+            return stored["fused"], float(stored["seconds"])
+
+    def put(self, method: str, pair: atlas.Pair, fused: np.ndarray, seconds: float) -> None:
+        path = self.folders.get(method)
+        if path is None:
+            return
+        path.mkdir(parents=True, exist_ok=True)
+        buffer = io.BytesIO()
+        np.savez(buffer, fused=fused.astype(np.float32), seconds=np.float64(seconds))
+        write_bytes_atomic(path / f"{pair.name}.npz", buffer.getvalue())
+
+
+# ---------------------------------------------------------------------------
 # Evaluation
 
 
@@ -169,12 +232,14 @@ def run_evaluation(
     cases: Sequence[str] | None = None,
     progress: bool = True,
     examples: int = EXAMPLE_PAIRS,
+    every: int = 1,
+    cache: Path | str | None = None,
 ) -> dict:
     """Fuse and score every selected pair with every method; write the report; return the results.
 
     ``cases`` keeps only those atlas cases (e.g. ``atlas.VALIDATION_CASES[task]``), ``limit``
-    the first N pairs after that; ``examples`` pairs are shown in the figure (0: bar charts
-    only). Each method is timed after one untimed warm-up fusion (imports, model loading).
+    the first N pairs after that (``every``: every Nth pair before that); ``examples`` pairs are
+    shown in the figure (0: bar charts only); ``cache`` a folder of delivered fusions (``FusionCache``). Each method is timed after one untimed warm-up fusion (imports, model loading).
     Returns the dict written to ``results.json`` (NaN kept as float) plus ``outputs``, the
     paths written. Raises ValueError for bad arguments or data, before any file is written.
     """
@@ -182,16 +247,18 @@ def run_evaluation(
     if examples < 0:
         raise ValueError(f"examples must be 0 or more, got {examples}")
     fusers = method_fusers(methods, task, device)
-    pairs = select_pairs(data_dir, task, cases, limit)
-    records, example_images, shapes = _score_pairs(pairs, fusers, examples, progress=progress, label=task)
+    pairs = select_pairs(data_dir, task, cases, limit, every)
+    records, example_images, shapes = _score_pairs(pairs, fusers, examples, progress=progress, label=task,
+                                                   cache=FusionCache(cache, task, list(fusers)))
     results = summarise(records, task=task, pairs=pairs, shapes=shapes)
     results.update(
         data_dir=str(data_dir),
         device=device,
-        command=_command_line(data_dir, task, list(fusers), cases, limit, examples),
+        command=_command_line(data_dir, task, list(fusers), cases, limit, examples, every),
         cases=sorted({pair.case for pair in pairs}),
         case_filter=None if cases is None else [str(case) for case in cases],
         limit=limit,
+        every=every,
         examples=examples,
     )
     results["outputs"] = write_report(results, example_images, Path(out_dir))
@@ -199,14 +266,21 @@ def run_evaluation(
 
 
 def _score_pairs(
-    pairs: Sequence[atlas.Pair], fusers: dict[str, Fuser], examples: int, progress: bool, label: str
+    pairs: Sequence[atlas.Pair], fusers: dict[str, Fuser], examples: int, progress: bool, label: str,
+    cache: FusionCache | None = None,
 ) -> tuple[dict[str, list[dict]], list[tuple[LoadedPair, dict[str, np.ndarray]]], set[tuple[int, int]]]:
-    """Per-method lists of per-pair records, the example pairs with their fusions, the image shapes."""
+    """Per-method lists of per-pair records, the example pairs with their fusions, the image shapes.
+
+    A fusion found in ``cache`` is scored without fusing (its recorded seconds are reported).
+    """
     from tqdm import tqdm
 
     # examples spread evenly over the (name-sorted, so case-grouped) pairs
     example_indices = set(np.linspace(0, len(pairs) - 1, min(examples, len(pairs))).round().astype(int).tolist())
+    cache = cache or FusionCache(None, label, [])
+    names = [*METRICS, *SALIENT_METRICS]
     records: dict[str, list[dict]] = {method: [] for method in fusers}
+    warmed = False
     example_images = []
     shapes = set()
     bar = tqdm(total=len(pairs), desc=f"evaluate {label}", unit="pair", disable=not (progress and sys.stderr.isatty()))
@@ -214,15 +288,21 @@ def _score_pairs(
         for index, pair in enumerate(pairs):
             loaded = load_pair(pair)
             shapes.add(loaded.mri.shape)
-            if index == 0:
-                _warm_up(fusers, loaded)
+            cached = {method: cache.get(method, pair) for method in fusers}
+            if not warmed and any(hit is None for hit in cached.values()):
+                _warm_up({method: fuse for method, fuse in fusers.items() if cached[method] is None}, loaded)
+                warmed = True
             fused_images = {}
             for method, fuse in fusers.items():
-                start = time.perf_counter()
-                fused = np.asarray(fuse(loaded.mri, loaded.other), dtype=np.float32)
-                seconds = time.perf_counter() - start
-                fused = as_written(fused, loaded)
-                scores = compute_metrics(fused, loaded.mri, loaded.other)
+                if cached[method] is not None:
+                    fused, seconds = cached[method]
+                else:
+                    start = time.perf_counter()
+                    fused = np.asarray(fuse(loaded.mri, loaded.other), dtype=np.float32)
+                    seconds = time.perf_counter() - start
+                    fused = as_written(fused, loaded)
+                    cache.put(method, pair, fused, seconds)
+                scores = compute_metrics(fused, loaded.mri, loaded.other, names=names)
                 records[method].append({"pair": pair.name, "case": pair.case, "seconds": seconds, **scores})
                 fused_images[method] = fused
             if index in example_indices:
@@ -242,13 +322,20 @@ def summarise(
 ) -> dict:
     """Means, population stds and mean ranks from per-pair records (see ``run_evaluation``)."""
     metric_names = list(METRICS)
+    salient_names = [name for name in SALIENT_METRICS if all(name in row for rows in records.values() for row in rows)]
     summary = {}
     for method, rows in records.items():
-        columns = {name: np.array([row[name] for row in rows], dtype=np.float64) for name in [*metric_names, "seconds"]}
+        columns = {name: np.array([row[name] for row in rows], dtype=np.float64)
+                   for name in [*metric_names, *salient_names, "seconds"]}
+        # the salient measures are NaN for a pair without the structure (e.g. no foreground): skipped
         summary[method] = {
-            "mean": {name: float(values.mean()) for name, values in columns.items()},
-            "std": {name: float(values.std()) for name, values in columns.items()},
+            "mean": {name: float(values.mean()) if name not in salient_names else _nanmean(values)
+                     for name, values in columns.items()},
+            "std": {name: float(values.std()) if name not in salient_names else _nanstd(values)
+                    for name, values in columns.items()},
         }
+        for name in salient_names:
+            summary[method]["mean"][f"{name}_max"] = _nanmax(columns[name])
     ranks = mean_rank({method: summary[method]["mean"] for method in summary}, metric_names)
     for method, rank in ranks.items():
         summary[method]["mean_rank"] = rank
@@ -256,6 +343,7 @@ def summarise(
         "task": task,
         "methods": list(records),
         "metrics": metric_names,
+        "salient_metrics": salient_names,
         "pairs": [pair.name for pair in pairs],
         "n_pairs": len(pairs),
         "image_shapes": sorted(shapes),
@@ -264,10 +352,27 @@ def summarise(
     }
 
 
-def _command_line(data_dir, task, methods, cases, limit, examples) -> str:
+def _nanmean(values: np.ndarray) -> float:
+    finite = values[~np.isnan(values)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
+def _nanstd(values: np.ndarray) -> float:
+    finite = values[~np.isnan(values)]
+    return float(finite.std()) if finite.size else math.nan
+
+
+def _nanmax(values: np.ndarray) -> float:
+    finite = values[~np.isnan(values)]
+    return float(finite.max()) if finite.size else math.nan
+
+
+def _command_line(data_dir, task, methods, cases, limit, examples, every=1) -> str:
     parts = ["edgefusion evaluate", f"--task {task}", f"--data {data_dir}", "--methods " + " ".join(methods)]
     if cases is not None:
         parts.append("--cases " + " ".join(str(case) for case in cases))
+    if every != 1:
+        parts.append(f"--every {every}")
     if limit is not None:
         parts.append(f"--limit {limit}")
     if examples != EXAMPLE_PAIRS:
@@ -314,6 +419,30 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
+def salient_table(results: dict) -> str:
+    """Methods (same order as ``markdown_table``) x salient measures: the mean over pairs (in % for the
+    losses) and, for the losses and isolated pixels, the worst pair in brackets."""
+    summary = results["summary"]
+    names = results.get("salient_metrics", [])
+    if not names:
+        return ""
+    header = ["method", *(METRIC_LABELS[name] + (" ↓" if name.startswith(("salient_loss", "isolated")) else " (1 = kept)")
+                          for name in names)]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * len(names)]
+    for method in _ranked_methods(results):
+        cells = [f"`{method}`"]
+        for name in names:
+            mean, worst = summary[method]["mean"][name], summary[method]["mean"].get(f"{name}_max", math.nan)
+            if name.startswith("salient_loss"):
+                cells.append(f"{_format_value(100 * mean, 2)} % (max {_format_value(100 * worst, 1)} %)")
+            elif name == "isolated_pixels":
+                cells.append(f"{_format_value(mean, 2)} (max {_format_value(worst, 0)})")
+            else:
+                cells.append(_format_value(mean, 3))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _shape_text(shapes: Sequence[Sequence[int]]) -> str:
     sizes = [f"{width}×{height}" for height, width in shapes]
     if len(sizes) == 1:
@@ -326,6 +455,8 @@ def _selection_text(results: dict) -> str:
     where = f"`{results['data_dir']}/{results['task']}`"
     count = f"{results['n_pairs']} pairs"
     count = f"the first {count} (by name)" if results["limit"] is not None else f"all {count}"
+    if results.get("every", 1) != 1:
+        count = f"every {results['every']}th pair, {count.replace('all ', '')},"
     if results["case_filter"] is None:
         text = f"{count} in {where} (cases {', '.join(results['cases'])})"
     else:
@@ -355,7 +486,7 @@ averaged over the {len(results['metrics'])} metrics, and rows are sorted by it. 
 
 {markdown_table(results)}
 
-![{caption} (error bars: standard deviation)](figure.png)
+{_salient_section(results)}![{caption} (error bars: standard deviation)](figure.png)
 
 ## Metrics
 
@@ -374,9 +505,26 @@ Reproduce with `{results['command']}`.
 """
 
 
+def _salient_section(results: dict) -> str:
+    table = salient_table(results)
+    if not table:
+        return ""
+    return f"""What the 13 metrics do not see: whether each source's brightest structures survive (bone, hot \
+spots, bright tissue; `metrics.SALIENT_METRICS`). A source's salient region is its brightest 10 % of the \
+foreground (pixels where either source exceeds 0.05); **salient loss** is the share of that region where F \
+is more than 0.25 below the source (mean over pairs, worst pair in brackets); **salient contrast** is the \
+region's contrast against the rest of the foreground in F over the same in the source; **isolated pixels** \
+counts specks the fusion made inside bright structures (a pixel more than 0.25 darker or brighter than \
+all 8 neighbours, where no source has that speck), per pair. Not part of the mean rank.
+
+{table}
+
+"""
+
+
 def results_csv(results: dict) -> str:
     summary = results["summary"]
-    names = [*results["metrics"], "seconds"]
+    names = [*results["metrics"], *results.get("salient_metrics", []), "seconds"]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["method", "pairs", "mean_rank", *(f"{name}_{stat}" for name in names for stat in ("mean", "std"))])
@@ -523,6 +671,11 @@ def register_cli(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--device", default="auto", help="device of the network methods: auto, cpu, cuda, ... (default auto)"
     )
+    parser.add_argument("--every", type=int, default=1, metavar="N",
+                        help="score every Nth pair only (by name, before --limit; default 1: all)")
+    parser.add_argument("--cache", type=Path, metavar="DIR",
+                        help="keep each delivered fusion in DIR and reuse it when the method, weights and fusion "
+                        "code are unchanged (cheap re-scoring and cross-validation)")
     parser.set_defaults(func=run_cli)
     return parser
 
@@ -539,6 +692,8 @@ def run_cli(args: argparse.Namespace) -> int:
             limit=args.limit,
             cases=cases,
             examples=args.examples,
+            every=args.every,
+            cache=args.cache,
         )
     except (ValueError, OSError) as error:
         print(f"edgefusion evaluate: error: {error}", file=sys.stderr)

@@ -20,6 +20,9 @@ Conventions, chosen to match the fusion literature and said once here:
 
 ``METRICS`` lists the 13 default metrics in report order; ``en_float_count`` (the
 paper's distinct-float-value entropy) is available by name but not in the default set.
+``SALIENT_METRICS`` measure what the 13 do not see, whether each source's brightest
+structures (bone, hot spots) survive (a is the MRI, b the other modality, in reports); they
+are not all higher-is-better and are reported next to the 13, never ranked.
 """
 
 from __future__ import annotations
@@ -337,7 +340,7 @@ class _PatchDistributions(NamedTuple):
     sd: np.ndarray
     entropy: np.ndarray
 
-    def columns(self, selection: np.ndarray) -> "_PatchDistributions":
+    def columns(self, selection: np.ndarray) -> _PatchDistributions:
         return _PatchDistributions(
             self.pdf[:, selection], self.cdf[:, selection], self.sd[selection], self.entropy[selection]
         )
@@ -630,6 +633,140 @@ def ag(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------
+# Salient structures: what a reader looks for (bone, hot spots, bright tissue)
+
+#: A pixel is foreground where either source exceeds this value ([0, 1] scale).
+FOREGROUND_LEVEL = 0.05
+#: A source's salient region: its foreground pixels at or above this percentile (the brightest 10 %).
+SALIENT_PERCENTILE = 90.0
+#: A salient pixel is lost when the fused value is more than this below the source's value.
+SALIENT_LOSS_DROP = 0.25
+
+
+def foreground(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Boolean mask of the pixels where either source exceeds ``FOREGROUND_LEVEL``."""
+    return (a > FOREGROUND_LEVEL) | (b > FOREGROUND_LEVEL)
+
+
+def salient_region(source: np.ndarray, mask: np.ndarray, percentile: float = SALIENT_PERCENTILE) -> np.ndarray:
+    """The source's brightest structures: pixels of ``mask`` where ``source`` is at or above its
+    ``percentile``-th percentile over ``mask`` (ties included) and above ``FOREGROUND_LEVEL``.
+
+    Empty when ``mask`` is empty. (H, W) bool.
+    """
+    if not mask.any():
+        return np.zeros_like(mask)
+    level = np.percentile(source[mask], percentile)
+    return mask & (source >= level) & (source > FOREGROUND_LEVEL)
+
+
+def _salient_loss(fused: np.ndarray, source: np.ndarray, other: np.ndarray) -> float:
+    region = salient_region(source, foreground(source, other))
+    if not region.any():
+        return math.nan
+    return float(np.mean(source[region] - fused[region] > SALIENT_LOSS_DROP))
+
+
+def _contrast_retention(fused: np.ndarray, source: np.ndarray, other: np.ndarray) -> float:
+    mask = foreground(source, other)
+    region = salient_region(source, mask)
+    rest = mask & ~region
+    if not region.any() or not rest.any():
+        return math.nan
+    source_contrast = source[region].mean() - source[rest].mean()
+    if source_contrast <= 0:
+        return math.nan
+    return float((fused[region].mean() - fused[rest].mean()) / source_contrast)
+
+
+def salient_loss_a(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Share (0-1) of source a's salient region (``salient_region`` of a over the foreground) where
+    F is more than ``SALIENT_LOSS_DROP`` below a. Lower is better; ``nan`` without foreground."""
+    fused, a, b = _checked(fused, a, b)
+    return _salient_loss(fused, a, b)
+
+
+def salient_loss_b(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """``salient_loss_a`` for source b."""
+    fused, a, b = _checked(fused, a, b)
+    return _salient_loss(fused, b, a)
+
+
+def contrast_retention_a(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Contrast of a's salient region against the rest of the foreground, in F relative to a:
+    (mean F over the region - mean F over the rest) / (the same for a). 1: kept; below 1: faded;
+    ``nan`` when a's region is not brighter than the rest or either part is empty."""
+    fused, a, b = _checked(fused, a, b)
+    return _contrast_retention(fused, a, b)
+
+
+def contrast_retention_b(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """``contrast_retention_a`` for source b."""
+    fused, a, b = _checked(fused, a, b)
+    return _contrast_retention(fused, b, a)
+
+
+#: A fused pixel is isolated when it differs from each of its 8 neighbours by more than this, all
+#: in the same direction (a speck: darker or brighter than everything around it).
+ISOLATED_STEP = 0.25
+
+
+def _specks(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(dark, bright) masks of the interior pixels (H-2, W-2) of ``image`` more than ``ISOLATED_STEP``
+    below all 8 neighbours, or above all 8."""
+    height, width = image.shape
+    centre = image[1:-1, 1:-1]
+    neighbours = np.stack([image[1 + dy:height - 1 + dy, 1 + dx:width - 1 + dx]
+                           for dy in (-1, 0, 1) for dx in (-1, 0, 1) if dy or dx])
+    return centre < neighbours.min(axis=0) - ISOLATED_STEP, centre > neighbours.max(axis=0) + ISOLATED_STEP
+
+
+def isolated_pixels(fused: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+    """Count of isolated dark or bright pixels that the fusion put inside bright structures: pixels of
+    either source's salient region (border pixels excluded) whose F value is more than ``ISOLATED_STEP``
+    below all 8 neighbours (or above all 8) where neither source has such a speck itself. Lower is
+    better; 0 is the target. ``nan`` for images under 3x3."""
+    fused, a, b = _checked(fused, a, b)
+    if min(fused.shape) < 3:
+        return math.nan
+    mask = foreground(a, b)
+    inside = (salient_region(a, mask) | salient_region(b, mask))[1:-1, 1:-1]
+    (dark, bright), (dark_a, bright_a), (dark_b, bright_b) = (_specks(image) for image in (fused, a, b))
+    introduced = (dark & ~dark_a & ~dark_b) | (bright & ~bright_a & ~bright_b)
+    return float(np.count_nonzero(inside & introduced))
+
+
+#: The hottest uptake: the top 5 % of the other image's values over the foreground.
+HOT_PERCENTILE = 95.0
+#: Surroundings of the hottest uptake: foreground pixels within this many pixels of it.
+HOT_SURROUND_PIXELS = 3
+
+
+def hot_spot_distinctness(image_rgb: np.ndarray, uptake: np.ndarray, mri: np.ndarray) -> float:
+    """How distinguishable the hottest uptake is in a colour image: the CIELAB distance (Delta E 1976)
+    between the mean colour of the hottest 5 % of ``uptake`` over the foreground (``foreground`` of
+    the uptake and the MRI) and the mean colour of its surroundings (foreground pixels within
+    ``HOT_SURROUND_PIXELS`` of it). ``image_rgb`` (H, W, 3) and the 2D ``uptake`` (the SPECT/PET
+    before its colour table, or its luma) and ``mri`` in [0, 1]. Compare a fusion with
+    ``colour.plain_overlay`` of the same pair: a ratio of at least 1 keeps the hot spot as visible.
+    ``nan`` when there is no hot region or no surroundings.
+    """
+    from skimage.color import rgb2lab
+
+    uptake, mri = check_unit_images(uptake, mri, names=("uptake", "mri"))
+    image_rgb = np.asarray(image_rgb, dtype=np.float64)
+    if image_rgb.shape != uptake.shape + (3,):
+        raise ValueError(f"image must be RGB of the uptake's shape {uptake.shape}, got {image_rgb.shape}")
+    mask = foreground(uptake, mri)
+    hot = salient_region(uptake, mask, HOT_PERCENTILE)
+    near = ndimage.binary_dilation(hot, iterations=HOT_SURROUND_PIXELS) & mask & ~hot
+    if not hot.any() or not near.any():
+        return math.nan
+    lab = rgb2lab(np.clip(image_rgb, 0.0, 1.0))
+    return float(np.linalg.norm(lab[hot].mean(axis=0) - lab[near].mean(axis=0)))
+
+
+# ---------------------------------------------------------------------------
 # Registry
 
 Metric = Callable[[np.ndarray, np.ndarray, np.ndarray], float]
@@ -651,8 +788,18 @@ METRICS: dict[str, Metric] = {
     "ag": ag,
 }
 
+#: What the 13 do not see (salient structures, docs/method.md §5), reported next to them but not ranked:
+#: for these lower is better (losses, isolated pixels) or 1 is best (contrast retention).
+SALIENT_METRICS: dict[str, Metric] = {
+    "salient_loss_mri": salient_loss_a,
+    "salient_loss_other": salient_loss_b,
+    "contrast_mri": contrast_retention_a,
+    "contrast_other": contrast_retention_b,
+    "isolated_pixels": isolated_pixels,
+}
+
 #: Metrics available by name but not computed by default.
-EXTRA_METRICS: dict[str, Metric] = {"en_float_count": en_float_count}
+EXTRA_METRICS: dict[str, Metric] = {"en_float_count": en_float_count, **SALIENT_METRICS}
 
 #: Column headings for reports.
 METRIC_LABELS: dict[str, str] = {
@@ -670,6 +817,11 @@ METRIC_LABELS: dict[str, str] = {
     "sf": "SF",
     "ag": "AG",
     "en_float_count": "EN float-count (bits)",
+    "salient_loss_mri": "MRI salient loss",
+    "salient_loss_other": "other salient loss",
+    "contrast_mri": "MRI salient contrast",
+    "contrast_other": "other salient contrast",
+    "isolated_pixels": "isolated pixels",
 }
 
 
@@ -689,10 +841,6 @@ def compute_metrics(
         raise ValueError(f"unknown metric {', '.join(unknown)}; choose from {', '.join(registry)}")
     fused, a, b = _checked(fused, a, b)
     return {name: float(registry[name](fused, a, b)) for name in names}
-
-
-# The name used in docs/API_CONTRACT.md.
-compute_all = compute_metrics
 
 
 def mean_rank(table: Mapping[str, Mapping[str, float]], names: Sequence[str] | None = None) -> dict[str, float]:

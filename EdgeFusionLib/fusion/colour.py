@@ -48,12 +48,35 @@ def luma(rgb: np.ndarray) -> np.ndarray:
 
 
 def replace_luma(rgb: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Return ``rgb`` with its luma replaced by ``y`` and its chroma kept, in [0, 1]."""
+    """Return ``rgb`` with its luma replaced by ``y`` (in [0, 1]) and its hue kept, in [0, 1].
+
+    The luma of the result is ``y`` exactly: where ``y`` with the original chroma falls outside
+    the RGB cube (a bright fused luma under a saturated red, say), the chroma is scaled down toward
+    grey until it fits, rather than clipping the channels, which lowered the luma (a fused white
+    became a dull yellow). Where ``y`` is the original luma the original colour is returned.
+    """
     ycc = rgb_to_ycbcr(rgb)
     if y.shape != ycc.shape[:-1]:
         raise ValueError(f"luma shape {y.shape} does not match image shape {ycc.shape[:-1]}")
-    ycc[..., 0] = y
-    return ycbcr_to_rgb(ycc)
+    y = np.clip(np.asarray(y, dtype=np.float32), 0.0, 1.0)
+    chroma = ycc[..., 1:] - 0.5
+    offsets = chroma @ _YCBCR_TO_RGB[:, 1:].T.astype(np.float32)  # RGB = Y + offsets (BT.601: Y's column is 1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room = np.where(offsets > 0, (1.0 - y[..., None]) / offsets, np.where(offsets < 0, -y[..., None] / offsets, np.inf))
+    scale = np.clip(room.min(axis=-1), 0.0, 1.0)
+    return np.clip(y[..., None] + scale[..., None] * offsets, 0.0, 1.0)
+
+
+def plain_overlay(mri01: np.ndarray, other_rgb: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+    """What a viewer shows with the other image over the grey MRI at ``opacity``: (1 - opacity) MRI +
+    opacity colour, RGB in [0, 1], shape ``mri01.shape + (3,)``. The reference a fusion must match
+    for how visible the other image's hottest uptake stays (``metrics.hot_spot_distinctness``)."""
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    mri01 = np.asarray(mri01, dtype=np.float32)
+    if other_rgb.shape != mri01.shape + (3,):
+        raise ValueError(f"the colour image {other_rgb.shape} does not match the MRI {mri01.shape}")
+    return (1.0 - opacity) * mri01[..., None] + opacity * np.asarray(other_rgb, dtype=np.float32)
 
 
 def apply_colour_table(values: np.ndarray, table: np.ndarray) -> np.ndarray:

@@ -145,7 +145,7 @@ class FusionEngine:
                 latents.append(self._encoder(pad_to_even(tensor))[..., :height, :width])
             if isinstance(self._rule, DecisionMapRule):
                 # w1 is 0 or 1, and lerp returns its end points exactly: each pixel is a source pixel.
-                fused = torch.lerp(images[1], images[0], self._rule.weights(*latents))
+                fused = torch.lerp(images[1], images[0], self._rule.select(*images, *latents))
             elif isinstance(self._rule, CompensatedRule):
                 fused = self._fuse_compensated(images, latents)
             else:

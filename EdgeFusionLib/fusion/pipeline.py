@@ -88,23 +88,31 @@ def fuse_images(mri, other, modality: str, *, method: str | None = None, axis: i
     for a pair that cannot be registered or a refused registration) and FusionCancelled when
     ``cancel()`` returns True.
     """
-    from ..registration import register, resolve_registration
-
     # The engine first: an unknown method or device, or missing weights, is refused before resampling.
     engine = FusionEngine(method, check_modality(modality).task, device, batch_size, model)
-    kind, _ = resolve_registration(registration, mri, other)
-    result = None
-    if kind != "none":
-        label = check_modality(modality).label
-        result = register(mri, other, kind, label=label, cancel=cancel,
-                          progress=None if progress is None else _registration_progress(progress))
-        other = _resampled(other, mri, result.transform)
-        progress = None if progress is None else _fusion_progress(progress)
+    other, result, progress = align_to_mri(mri, other, modality, registration, progress=progress, cancel=cancel)
     if registered is not None:
         registered(result)
     mri, other = prepare_inputs(mri, other, modality, colour_table)
     return fuse_prepared(mri, other, modality, engine, axis=axis, colour_table=colour_table,
                          colour_range=colour_range, ct_window=ct_window, progress=progress, cancel=cancel)
+
+
+def align_to_mri(mri, other, modality: str, registration: str, *, progress: ProgressCallback | None = None,
+                 cancel: CancelCallback | None = None):
+    """(other, Registration or None, progress for the fusion): ``other`` registered onto the MRI's grid when
+    ``registration`` (see :func:`fuse_images`) resolves to rigid or affine, else unchanged.
+
+    The progress callback returned reports the fusion after the registration's share.
+    """
+    from ..registration import register, resolve_registration
+
+    kind, _ = resolve_registration(registration, mri, other)
+    if kind == "none":
+        return other, None, progress
+    result = register(mri, other, kind, label=check_modality(modality).label, cancel=cancel,
+                      progress=None if progress is None else _registration_progress(progress))
+    return _resampled(other, mri, result.transform), result, None if progress is None else _fusion_progress(progress)
 
 
 PROGRESS_TOTAL = 1000  # progress units of a fusion with registration

@@ -42,8 +42,8 @@ def nuclear_norms(maps: torch.Tensor) -> torch.Tensor:
 @contextlib.contextmanager
 def _single_threaded(device: torch.device):
     """One CPU thread for small batched LAPACK calls: MKL's threaded eigensolver gains nothing on
-    256x256 matrices and, when another process holds a core, its spinning threads made it 300-600x
-    slower (8.8 s instead of 0.027 s for four 256x256 matrices, measured on the 2-core dev machine)."""
+    256x256 matrices and, when another process holds a core, its spinning threads made it hundreds of
+    times slower (measured: docs/engineering.md)."""
     if device.type != "cpu":
         yield
         return
@@ -241,6 +241,10 @@ class DecisionMapRule(WeightedRule):
     no decoder passes.
     """
 
+    def select(self, i1: torch.Tensor, i2: torch.Tensor, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
+        """w1 (B, 1, H, W) from the images i1, i2 (B, 1, H, W) and their latents; this one uses the latents."""
+        return self.weights(f1, f2)
+
 
 def local_activity_selection(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
     """w1 = 1 where the MRI latent's local activity (``local_activity``) is the larger, else 0."""
@@ -265,3 +269,12 @@ LATENT_RULES: dict[str, LatentRule] = {
         f"({LOCAL_ACTIVITY_WINDOW}x{LOCAL_ACTIVITY_WINDOW} box).",
     ),
 }
+
+
+def _register_salient() -> None:
+    from .salient import SALIENT_ACTIVITY  # salient.py builds on this module
+
+    LATENT_RULES["salient-activity"] = SALIENT_ACTIVITY
+
+
+_register_salient()

@@ -226,14 +226,21 @@ def check_writable(path: Path | str) -> Path:
     path = Path(path)
     if full_suffix(path) not in WRITE_SUFFIXES:
         raise InputError(f"cannot write {path}: use one of {', '.join(WRITE_SUFFIXES)}")
+    check_folder_of(path)
+    if path.is_dir():
+        raise InputError(f"output path is a folder: {path}")
+    return path
+
+
+def check_folder_of(path: Path | str) -> Path:
+    """The folder an output file goes into, after checking that it exists and is writable (none is made)."""
+    path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"output folder does not exist: {folder}")
     if not os.access(folder, os.W_OK):
         raise InputError(f"output folder is not writable: {folder}")
-    if path.is_dir():
-        raise InputError(f"output path is a folder: {path}")
-    return path
+    return folder
 
 
 def check_output_folder(folder: Path | str, role: str = "output folder") -> Path:

@@ -15,7 +15,8 @@ from .result import Registration, RegistrationError, homogeneous_matrix
 
 REGISTRATION_CHOICES = ("auto", "none", "rigid", "affine")  # what a user can ask for
 
-__all__ = ["REGISTRATION_CHOICES", "Registration", "RegistrationError", "check_choice", "homogeneous_matrix",
+__all__ = ["REGISTRATION_CHOICES", "Registration", "RegistrationError", "check_choice", "decide_registration",
+           "homogeneous_matrix",
            "read_transform", "register", "resolve_registration", "transform_path_for", "write_transform"]
 
 
@@ -33,26 +34,36 @@ def resolve_registration(requested: str, mri, other) -> tuple[str, str]:
     carry the same FrameOfReferenceUID (metadata kept by ``read_image``); 'rigid' otherwise.
     rigid or affine for a 2D picture or a single slice, or an unknown choice: RegistrationError.
     """
+    flat = "MRI" if not is_volume(mri) else ("other image" if not is_volume(other) else None)
+    return decide_registration(requested, flat=flat, mri_frame=metadata(mri, FRAME_OF_REFERENCE),
+                               other_frame=metadata(other, FRAME_OF_REFERENCE))
+
+
+def decide_registration(requested: str, *, flat: str | None, mri_frame: str | None,
+                        other_frame: str | None) -> tuple[str, str]:
+    """The rule of :func:`resolve_registration` on what it reads from the images (the Slicer panel reads it from nodes).
+
+    flat:        None for two volumes, else which image ('MRI', 'other image', a node's name) is a
+                 2D picture or a single slice.
+    mri_frame, other_frame: the images' DICOM FrameOfReferenceUID, None or '' when unknown.
+    """
     check_choice(requested)
-    volumes = is_volume(mri) and is_volume(other)
     if requested == "none":
         return "none", "registration not requested"
     if requested in ("rigid", "affine"):
-        if not volumes:
-            flat = "MRI" if not is_volume(mri) else "other image"
-            raise RegistrationError(f"--register {requested} needs two 3D volumes, but the {flat} is a 2D picture or a "
+        if flat is not None:
+            raise RegistrationError(f"{requested} registration needs two 3D volumes, but the {flat} is a 2D picture or a "
                                     "single slice; use --register none (pictures are paired pixel to pixel)")
         return requested, f"{requested} registration requested"
-    if not volumes:
+    if flat is not None:
         return "none", "2D pictures and single slices are paired pixel to pixel"
-    mri_frame, other_frame = metadata(mri, FRAME_OF_REFERENCE), metadata(other, FRAME_OF_REFERENCE)
-    if mri_frame is not None and mri_frame == other_frame:
+    if mri_frame and mri_frame == other_frame:
         return "none", "both images share one DICOM frame of reference"
     return "rigid", "the images do not share a known frame of reference"
 
 
 def transform_path_for(output) -> Path:
-    """Where ``edgefusion fuse`` writes the transform beside its output: fused.nii.gz -> fused.tfm."""
+    """Where the transform of a fused output is kept (fuse, batch --cohort): ``a/fused.nii.gz`` -> ``a/fused.tfm``."""
     from ..io.images import full_suffix
 
     output = Path(output)

@@ -231,24 +231,36 @@ def head_mask(image):
 
     The threshold is Otsu's over the voxels above the image's minimum (scanner padding such as
     -2048 outside a CT's field of view is left out) between its 0.5th and 99.5th percentiles.
+    Where the background is exactly the minimum (no noise, e.g. a synthetic or masked image),
+    Otsu's threshold splits the head itself (soft tissue from bone) and leaves only a shell that
+    the opening removes: then everything above the minimum is the head.
     """
     sitk = _sitk()
     values = sitk.GetArrayViewFromImage(image)
-    inside = values[values > values.min()]
+    minimum = float(values.min())
+    inside = values[values > minimum]
     if inside.size < 27:
         return None
     low, high = np.percentile(inside, [0.5, 99.5])
     if not high > low:
         return None
     threshold = otsu_threshold(np.clip(inside, low, high))
-    mask = sitk.BinaryThreshold(image, threshold, float("inf"), 1, 0)
-    mask = sitk.BinaryMorphologicalOpening(mask, [1, 1, 1])  # thin shells: a CT's table, a holder
-    components = sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
-    mask = sitk.Cast(components == 1, sitk.sitkUInt8)
-    if sitk.GetArrayViewFromImage(mask).sum() < 27:
+    mask = _largest_region(sitk.BinaryThreshold(image, threshold, float("inf"), 1, 0))
+    if mask is None:
+        mask = _largest_region(sitk.BinaryThreshold(image, np.nextafter(minimum, np.inf), float("inf"), 1, 0))
+    if mask is None:
         return None
     mask = sitk.BinaryFillhole(mask)
     return sitk.BinaryDilate(mask, [1, 1, 1])
+
+
+def _largest_region(mask):
+    """The largest connected region of a binary mask after an opening (thin shells: a CT's table, a holder), or None."""
+    sitk = _sitk()
+    mask = sitk.BinaryMorphologicalOpening(mask, [1, 1, 1])
+    components = sitk.RelabelComponent(sitk.ConnectedComponent(mask), sortByObjectSize=True)
+    mask = sitk.Cast(components == 1, sitk.sitkUInt8)
+    return mask if sitk.GetArrayViewFromImage(mask).sum() >= 27 else None
 
 
 def image_centre(image) -> np.ndarray:

@@ -1,0 +1,119 @@
+"""Choosing a task's default method by leave-one-case-out cross-validation.
+
+One validation case is too little to choose a default on: a method first on it can be second on
+unseen patients. Here every development case is held out in turn. For each held-out case:
+
+* the methods are ranked by their mean rank over the 13 metrics on the pairs of the *other*
+  cases, and the first is the method that fold would choose (``chosen``);
+* every method's mean rank is also computed on the held-out case's own pairs (``held_out``):
+  how each method does on a patient that the choice did not see.
+
+A robust default is chosen by most folds and ranks first on held-out cases on average, with a
+small spread (min/max over the held-out cases). Input: the per-pair records of
+``evaluate.run_evaluation`` (``results["per_pair"]``, e.g. read from results.json), so the
+fusions are computed once (``edgefusion evaluate --cache``) and only scores are re-ranked.
+
+    python -m EdgeFusionLib.evaluation.selection out/evaluate-MRI-CT/results.json [...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from .metrics import METRICS, SALIENT_METRICS, mean_rank
+
+
+def _means(records: Mapping[str, Sequence[dict]], cases: set[str], names: Sequence[str]) -> dict[str, dict[str, float]]:
+    """method -> {metric: mean over the pairs of ``cases``} (NaN values skipped)."""
+    means = {}
+    for method, rows in records.items():
+        chosen = [row for row in rows if row["case"] in cases]
+        means[method] = {name: float(np.nanmean([row[name] for row in chosen])) if chosen else float("nan")
+                         for name in names}
+    return means
+
+
+def leave_one_case_out(records: Mapping[str, Sequence[dict]], metrics: Sequence[str] = tuple(METRICS)) -> dict:
+    """Cross-validate the choice of method over the cases of ``records`` (method -> per-pair rows with
+    'case' and every metric). Returns a dict:
+
+    * ``cases``: the held-out cases, in order; ``folds``: per case, {"chosen", "held_out": {method: rank}};
+    * ``summary``: per method, the mean, min and max of its held-out mean rank, how many folds chose it,
+      and the worst held-out salient losses (when the records have them);
+    * ``default``: the method with the best mean held-out rank (ties: chosen by more folds).
+
+    Raises ValueError with fewer than two cases or no methods.
+    """
+    if not records:
+        raise ValueError("no methods to cross-validate")
+    cases = sorted({row["case"] for rows in records.values() for row in rows})
+    if len(cases) < 2:
+        raise ValueError(f"leave-one-case-out needs at least two cases, got {len(cases)}")
+    metrics = list(metrics)
+    folds = {}
+    for case in cases:
+        training = _means(records, set(cases) - {case}, metrics)
+        training_rank = mean_rank(training, metrics)
+        held_out = mean_rank(_means(records, {case}, metrics), metrics)
+        folds[case] = {"chosen": min(training_rank, key=training_rank.get), "held_out": held_out}
+    votes = Counter(fold["chosen"] for fold in folds.values())
+    salient = [name for name in SALIENT_METRICS if name.startswith("salient_loss")
+               and all(name in row for rows in records.values() for row in rows)]
+    summary = {}
+    for method in records:
+        ranks = np.array([folds[case]["held_out"][method] for case in cases])
+        per_case = {case: _means({method: records[method]}, {case}, salient)[method] for case in cases}
+        summary[method] = {
+            "mean": float(ranks.mean()), "min": float(ranks.min()), "max": float(ranks.max()),
+            "first_on": int(sum(rank == min(folds[case]["held_out"].values()) for case, rank in zip(cases, ranks))),
+            "chosen_by": votes.get(method, 0),
+            **{f"{name}_worst_case": max(per_case[case][name] for case in cases) for name in salient},
+        }
+    default = min(records, key=lambda method: (summary[method]["mean"], -summary[method]["chosen_by"]))
+    return {"cases": cases, "folds": folds, "summary": summary, "default": default}
+
+
+def markdown(result: dict, task: str) -> str:
+    """The cross-validation table: methods by mean held-out rank, with the spread and the votes."""
+    summary = result["summary"]
+    cases = result["cases"]
+    salient = [key for key in next(iter(summary.values())) if key.endswith("_worst_case")]
+    header = ["method", "held-out mean rank ↓ (mean)", "min", "max", "first on (cases)", "chosen by (folds)",
+              *[f"{'MRI' if 'mri' in key else 'other'} salient loss, worst case" for key in salient]]
+    lines = [f"**{task}**, {len(cases)} cases held out in turn ({', '.join(cases)}); default by cross-validation: "
+             f"`{result['default']}`.", "",
+             "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for method in sorted(summary, key=lambda m: summary[m]["mean"]):
+        row = summary[method]
+        cells = [f"`{method}`", f"{row['mean']:.2f}", f"{row['min']:.2f}", f"{row['max']:.2f}",
+                 f"{row['first_on']} of {len(cases)}", f"{row['chosen_by']} of {len(cases)}",
+                 *[f"{100 * row[key]:.2f} %" for key in salient]]
+        lines.append("| " + " | ".join(cells) + " |")
+    per_case = ["", "Held-out mean rank per case:", "",
+                "| method | " + " | ".join(cases) + " |", "|---|" + "---:|" * len(cases)]
+    for method in sorted(summary, key=lambda m: summary[m]["mean"]):
+        per_case.append(f"| `{method}` | " + " | ".join(f"{result['folds'][case]['held_out'][method]:.2f}"
+                                                          for case in cases) + " |")
+    return "\n".join(lines + per_case)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    paths = [Path(arg) for arg in (sys.argv[1:] if argv is None else argv)]
+    if not paths:
+        print("usage: python -m EdgeFusionLib.evaluation.selection RESULTS.json [...]", file=sys.stderr)
+        return 2
+    for path in paths:
+        results = json.loads(path.read_text(encoding="utf-8"))
+        print(markdown(leave_one_case_out(results["per_pair"], results["metrics"]), results["task"]))
+        print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
