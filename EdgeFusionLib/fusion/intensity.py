@@ -10,8 +10,10 @@ brought to a comparable look before fusion:
   brain at 20-35 % of its range because fat and skull are brightest; linearly scaled,
   the brain is then too dark to hold its own against the other image. The head tissue
   is the voxels above Otsu's threshold (computed between the 0.5th and 99.5th
-  percentiles of the voxels above the minimum); the window maps the minimum to 0 and
-  the tissue's 99.5th percentile to 1, with a gamma that puts the tissue's median at
+  percentiles of the voxels above the minimum; when its upper class is under a quarter of
+  them it split fat/skull from the rest, and is taken again below); the window maps the
+  background's 99th percentile to 0 (noise stays black instead of being lifted by the
+  gamma) and the tissue's 99.5th percentile to 1, with a gamma that puts the tissue's median at
   ``MRI_TISSUE_MEDIAN_TARGET`` (0.6; gamma kept within ``MRI_GAMMA_RANGE``). A few very
   bright voxels (vessels, fat, artefacts) saturate instead of compressing the brain.
 * CT in Hounsfield units (recognised by a minimum below -500, i.e. air): the fixed
@@ -43,6 +45,10 @@ CT_WINDOW_HU = (-100.0, 200.0)
 MRI_UPPER_PERCENTILE = 99.5
 MRI_TISSUE_MEDIAN_TARGET = 0.6
 MRI_GAMMA_RANGE = (1 / 3, 3.0)
+# Otsu's class above the threshold is the head unless it is this small a share of the non-background voxels.
+MRI_MIN_TISSUE_SHARE = 0.25
+# The window starts at this percentile of the background (the voxels below Otsu's threshold): noise stays black.
+MRI_BACKGROUND_PERCENTILE = 99.0
 COUNTS_UPPER_PERCENTILE = 99.9
 PERCENTILE_SAMPLES = 2_000_000
 # Below this minimum a non-8-bit CT is taken to be in Hounsfield units (air is -1000 HU).
@@ -142,9 +148,15 @@ def mri_tissue_window(sample: np.ndarray, low: float) -> IntensityWindow | None:
     bottom, top = np.percentile(inside, [0.5, 99.5])
     if not top > bottom:
         return None
-    tissue = inside[inside > otsu_threshold(np.clip(inside, bottom, top))]
+    clipped = np.clip(inside, bottom, top)
+    threshold = otsu_threshold(clipped)
+    if np.mean(clipped > threshold) < MRI_MIN_TISSUE_SHARE:  # it split fat/skull from the rest: split again below
+        threshold = otsu_threshold(clipped[clipped <= threshold])
+    tissue = inside[inside > threshold]
     if tissue.size < 27:
         return None
+    background = sample[sample <= threshold]
+    low = float(np.percentile(background, MRI_BACKGROUND_PERCENTILE)) if background.size else low
     high = float(np.percentile(tissue, MRI_UPPER_PERCENTILE))
     median = (float(np.median(tissue)) - low) / (high - low) if high > low else 0.0
     if not 0.0 < median < 1.0:
