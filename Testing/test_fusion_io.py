@@ -248,10 +248,14 @@ def test_percentiles_of_a_large_volume_come_from_an_even_subsample(monkeypatch):
     real_percentile = np.percentile
     monkeypatch.setattr(np, "percentile", lambda sample, q, **k: seen.append(sample.size) or real_percentile(sample, q, **k))
     window = window_for(values, "mri")
-    assert len(seen) == 1 and intensity.PERCENTILE_SAMPLES // 2 <= seen[0] <= intensity.PERCENTILE_SAMPLES
-    exact = real_percentile(values, intensity.MRI_UPPER_PERCENTILE)
-    assert window.high == pytest.approx(exact, rel=0.01)  # the subsample lands on the true percentile
-    assert window.low == values.min()  # the minimum is exact: it is read from every voxel
+    # Every percentile is taken on the subsample or on tissue drawn from it (the MRI window is learnt
+    # from the head tissue since the tissue window replaced [min, 99.5th percentile]).
+    assert seen and all(size <= intensity.PERCENTILE_SAMPLES for size in seen)
+    assert intensity.PERCENTILE_SAMPLES // 2 <= seen[0]
+    monkeypatch.setattr(np, "percentile", real_percentile)
+    exact = intensity.mri_tissue_window(values.reshape(-1), float(values.min()))  # from every voxel
+    assert window.high == pytest.approx(exact.high, rel=0.01)  # the subsample lands on the true percentile
+    assert window.gamma == pytest.approx(exact.gamma, rel=0.01) and window.low == pytest.approx(exact.low, rel=0.01)
 
 
 def test_fusion_options_survive_the_job_file_and_are_checked_before_work():
@@ -327,3 +331,22 @@ def test_atomic_writes_replace_whole_files_or_leave_the_old_one(tmp_path):
     write_json_atomic(tmp_path / "a.json", {"b": 1, "a": [2]})
     assert (tmp_path / "a.json").read_text(encoding="utf-8") == '{\n  "a": [\n    2\n  ],\n  "b": 1\n}\n'
     assert sorted(path.name for path in tmp_path.iterdir()) == ["a.json", "fused.nii.gz"]
+
+
+def test_mri_volume_window_is_learnt_from_the_head_tissue():
+    """A T1 whose brain sits at 20-35 % of its range (fat and skull brightest), as a real scanner gives it:
+    the tissue's median is shown at 0.6, the background stays black, the bright fat saturates."""
+    rng = np.random.default_rng(0)
+    volume = rng.uniform(0, 8, (8, 64, 64))  # background noise
+    volume[:, 8:56, 8:56] = rng.normal(70, 8, (8, 48, 48))  # brain at ~27 % of 255
+    volume[:, 8:56, 8:12] = 250  # fat/skull rim
+    volume = np.clip(volume, 0, 255).astype(np.uint8)  # 8-bit, as the CMTK T1
+    window = window_for(volume, "mri")
+    assert window != window_for(volume[0], "mri")  # a 2D picture stays value / 255
+    brain = window.apply(volume[:, 20:50, 20:50])
+    assert np.median(brain) == pytest.approx(0.6, abs=0.05)
+    background = window.apply(volume[:, :4, :4])  # noise 0..7: all but its top 1 % maps to 0, the rest stays dark
+    assert np.mean(background == 0) > 0.85 and background.max() < 0.2
+    assert window.apply(np.array([250.0]))[0] == 1.0
+    counts = np.array([-50.0, 0.0, 100.0, 1000.0])
+    assert window_for(counts, "pet").low == 0.0  # negative reconstruction noise is clipped

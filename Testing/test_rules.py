@@ -97,3 +97,30 @@ def test_rules_are_per_slice():
         together = rule(f1, f2)
         one_by_one = torch.cat([rule(f1[i : i + 1], f2[i : i + 1]) for i in range(4)])
         assert torch.allclose(together, one_by_one, atol=1e-6), name
+
+
+def test_salient_activity_cleans_single_decisions_and_guards_bright_structures():
+    from EdgeFusionLib.fusion.salient import SALIENT_ACTIVITY, majority_vote
+
+    # an isolated decision goes, a 2-pixel one too (each has 2 of 9 votes); a 3x3 block keeps its
+    # centre and edge middles (9 and 6 of 9) and loses its corners (4 of 9)
+    selection = torch.ones(1, 1, 9, 9)
+    selection[..., 1, 1] = 0
+    selection[..., 1, 5:7] = 0
+    selection[..., 5:8, 5:8] = 0
+    voted = majority_vote(selection)
+    assert voted[..., :4, :].min() == 1
+    assert voted[0, 0, 5:8, 5:8].tolist() == [[1, 0, 1], [0, 0, 0], [1, 0, 1]]
+    assert majority_vote(torch.tensor([[[[0.0, 1.0], [1.0, 1.0]]]])).tolist() == [[[[1.0, 1.0], [1.0, 1.0]]]]
+    f1 = torch.ones(1, 4, 12, 12)  # the MRI's latent is the more active everywhere
+    # images: tissue 0.4/0.3, the CT's bone (1.0, top 10 % of the foreground) where the MRI is dark
+    mri = torch.full((1, 1, 12, 12), 0.4)
+    ct = torch.full((1, 1, 12, 12), 0.3)
+    ct[..., 0:2, 0:7] = 1.0  # 14 of 144 pixels
+    mri[..., 0:2, 0:7] = 0.1
+    ct[..., 5, 5] = 0.6  # brighter than the MRI, but not bone and not 0.25 above: the map decides
+    w1 = SALIENT_ACTIVITY.select(mri, ct, f1, torch.zeros_like(f1))
+    assert (w1[..., 0:2, 0:7] == 0).all()  # the bone comes from the CT
+    assert w1.sum() == 144 - 14  # everything else from the MRI, as the map said
+    fused = torch.lerp(ct, mri, w1)
+    assert fused.max() == 1.0 and (fused[..., 0:2, 0:7] == 1.0).all()

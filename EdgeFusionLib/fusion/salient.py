@@ -8,10 +8,14 @@ their neighbours speckled the bone. This rule keeps the decision map and fixes b
 
 1. **majority vote**: each decision becomes the majority of its 3x3 neighbourhood (5 of 9), so no
    pixel is taken from a source that none of its neighbours comes from;
-2. **salient guard**: where exactly one source is in its own brightest structures (at or above its
+2. **salient guard**: where a source is in its own brightest structures (at or above its
    ``SALIENT_PERCENTILE``-th percentile over the foreground of the slice, the pixels where either
-   source exceeds ``FOREGROUND_LEVEL``), that source gives the pixel; where both are, the brighter
-   does. Bone and hot spots are then never replaced by the other's grey.
+   source exceeds ``FOREGROUND_LEVEL``) and the map took the other source, which is more than
+   ``SALIENT_LOSS_DROP`` darker there, that source gives the pixel. Bone and hot spots are then
+   never replaced by the other's grey. The guard acts only where a loss would happen: guarding
+   whole regions (the brighter source wherever either is salient) fused the bone's edges with the
+   MRI's bright fat and ranked below the pixel maximum on the MRI-CT development cases
+   (docs/results.md).
 
 Every fused pixel is still exactly a pixel of one source, and the decoder is not run.
 The percentile and the foreground level are those of the salient metrics
@@ -23,7 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..evaluation.metrics import FOREGROUND_LEVEL, SALIENT_PERCENTILE
+from ..evaluation.metrics import FOREGROUND_LEVEL, SALIENT_LOSS_DROP, SALIENT_PERCENTILE
 from .rules import DecisionMapRule, local_activity_selection
 
 #: Side of the majority-vote box (pixels).
@@ -53,11 +57,6 @@ def salient_mask(image: torch.Tensor, other: torch.Tensor, percentile: float = S
     return mask
 
 
-def _grown(mask: torch.Tensor) -> torch.Tensor:
-    """A (B, 1, H, W) bool mask dilated by one pixel (3x3 box)."""
-    return F.max_pool2d(mask.to(torch.float32), 3, stride=1, padding=1) > 0
-
-
 class GuardedDecisionRule(DecisionMapRule):
     """A decision map that also sees the images: ``select(i1, i2, f1, f2)`` -> w1 (B, 1, H, W) in {0, 1}.
 
@@ -66,12 +65,10 @@ class GuardedDecisionRule(DecisionMapRule):
 
     def select(self, i1: torch.Tensor, i2: torch.Tensor, f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
         w1 = self.weights(f1, f2)
-        # Grown by one pixel: a guarded pixel then has its own source around it, never a speck of it.
-        salient1, salient2 = (_grown(salient_mask(a, b)) for a, b in ((i1, i2), (i2, i1)))
-        brighter1 = (i1 >= i2).to(w1.dtype)
-        w1 = torch.where(salient1 & ~salient2, 1.0, w1)
-        w1 = torch.where(salient2 & ~salient1, 0.0, w1)
-        return torch.where(salient1 & salient2, brighter1, w1).to(w1.dtype)
+        mri_lost = salient_mask(i1, i2) & (w1 < 0.5) & (i2 < i1 - SALIENT_LOSS_DROP)
+        other_lost = salient_mask(i2, i1) & (w1 > 0.5) & (i1 < i2 - SALIENT_LOSS_DROP)
+        w1 = torch.where(mri_lost, 1.0, w1)
+        return torch.where(other_lost, 0.0, w1).to(w1.dtype)
 
 
 def cleaned_selection(f1: torch.Tensor, f2: torch.Tensor) -> torch.Tensor:
