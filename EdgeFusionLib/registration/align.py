@@ -16,8 +16,8 @@ The method (docs/registration.md):
    starting from the rigid result. Conjugate gradients with a line search (at 1 mm:
    small regular steps from the 2 mm result, as a line search costs too much there), scales
    from physical shifts, all voxels of the mask at 8 mm and a fixed random sample
-   (``SAMPLING_SEED``) at finer levels. Levels at which both images keep their own voxels
-   (coarser than the level) are run once.
+   (``SAMPLING_SEED``) at finer levels. A level at which the MRI keeps the voxels of the level
+   before (it is coarser), or finer than the other image's finest spacing, is skipped.
 5. One thread: ITK's metrics split their sums over the global default number of threads (the
    method's own ``SetNumberOfThreads`` does not reach them), and sums added in another order
    differ in the last bits, which the optimiser amplifies. ``register`` sets the global default
@@ -110,9 +110,14 @@ def _register(mri, other, kind: str, progress: Progress | None, cancel: Cancel |
     moving_levels = [shrink_to(moving, size) for size in LEVELS_MM]
     fixed_mask = head_mask(fixed_levels[LEVELS_MM.index(MASK_LEVEL_MM)])
     moving_mask = head_mask(moving_levels[LEVELS_MM.index(MASK_LEVEL_MM)])
-    # Images coarser than the finest levels stay as they are there: do not optimise twice on them.
-    sizes = [fixed_level.GetSize() + moving_level.GetSize() for fixed_level, moving_level in zip(fixed_levels, moving_levels)]
-    kept = [0] + [index for index in range(1, len(sizes)) if sizes[index] != sizes[index - 1]]
+    # The metric samples the MRI's grid: a level at which the MRI keeps the voxels of the level before
+    # (it is coarser) adds nothing but noise (small steps on a coarse, sparsely sampled grid drift).
+    # Nor do levels finer than the other image's finest spacing: a PET of 3-5 mm voxels matched against
+    # the MRI's fine detail at 1-2 mm pulls towards what the PET cannot show (measured: docs/registration.md).
+    finest = min(moving.GetSpacing())
+    kept = [0] + [index for index in range(1, len(LEVELS_MM))
+                  if fixed_levels[index].GetSize() != fixed_levels[index - 1].GetSize()
+                  and LEVELS_MM[index] >= finest * 0.99]
     for mask, role in ((fixed_mask, "MRI"), (moving_mask, label)):
         if mask is None:
             raise RegistrationError(f"cannot find the head in the {role}: it has no region clearly brighter than its "
@@ -140,7 +145,7 @@ def _register(mri, other, kind: str, progress: Progress | None, cancel: Cancel |
     start_rotation = np.array(sitk.Euler3DTransform((0, 0, 0), *START_ORIENTATIONS[orientation]).GetMatrix()).reshape(3, 3)
 
     # The metric at the start pose and at the result: the same sampled finest level.
-    metric_start = _metric_at(initial, fixed_levels[-1], moving_levels[-1], fixed_mask, moving_mask)
+    metric_start = _metric_at(initial, fixed_levels[kept[-1]], moving_levels[kept[-1]], fixed_mask, moving_mask)
     transform = sitk.Euler3DTransform(start)
     iterations = 0
     stop, converged = "", True
@@ -154,26 +159,26 @@ def _register(mri, other, kind: str, progress: Progress | None, cancel: Cancel |
         stop, converged = method.GetOptimizerStopConditionDescription(), _converged(method)
         watcher.step_done()
     if kind == "affine":
-        # judged at the affine's finest level: the rigid result was refined at a finer one
-        last = max(LEVELS_MM.index(size) for size in AFFINE_LEVELS_MM)
+        # the affine levels the MRI has (at least the coarsest); judged at the finest of them, as the
+        # rigid result was refined at a finer level still
+        affine_levels = [index for index in kept if LEVELS_MM[index] in AFFINE_LEVELS_MM] or [
+            max(index for index in kept if LEVELS_MM[index] >= min(AFFINE_LEVELS_MM))]
+        last = affine_levels[-1]
         rigid_metric = _metric_at(transform, fixed_levels[last], moving_levels[last], fixed_mask, moving_mask)
         affine = sitk.AffineTransform(3)
         affine.SetCenter(transform.GetCenter())
         affine.SetMatrix(transform.GetMatrix())
         affine.SetTranslation(transform.GetTranslation())
         transform = affine
-        for size in AFFINE_LEVELS_MM:
-            index = LEVELS_MM.index(size)
-            if index not in kept:
-                continue
-            method = _method(fixed_mask, moving_mask, ITERATIONS, size, sample=_sampling(fixed_levels[index]))
+        for index in affine_levels:
+            method = _method(fixed_mask, moving_mask, ITERATIONS, LEVELS_MM[index], sample=_sampling(fixed_levels[index]))
             method.SetInitialTransform(transform, inPlace=True)
             watcher.attach(method)
             _execute(method, fixed_levels[index], moving_levels[index], watcher)
             iterations += method.GetOptimizerIteration()
             stop, converged = method.GetOptimizerStopConditionDescription(), _converged(method)
             watcher.step_done()
-    metric_final = _metric_at(transform, fixed_levels[-1], moving_levels[-1], fixed_mask, moving_mask)
+    metric_final = _metric_at(transform, fixed_levels[kept[-1]], moving_levels[kept[-1]], fixed_mask, moving_mask)
     if kind == "affine":
         check_affine_gain(rigid_metric, _metric_at(transform, fixed_levels[last], moving_levels[last], fixed_mask,
                                                    moving_mask))
