@@ -1,12 +1,15 @@
-"""Assemble docs/results.md from the reports of ``edgefusion evaluate`` on the validation cases.
+"""Assemble docs/results.md from the reports of ``edgefusion evaluate`` on all development cases.
 
     for task in MRI-CT MRI-SPECT MRI-PET; do
-        edgefusion evaluate --task $task --data ../shared/data/harvard --validation-cases \\
-            --methods sfnn sfnn-compensated local-activity average max energy-ratio l1-weighting \\
+        edgefusion evaluate --task $task --data ../shared/data/harvard --every 4 --cache out/cache \\
+            --methods salient-activity local-activity sfnn sfnn-compensated \\
                       pixel-average pixel-max laplacian-pyramid dwt guided-filter \\
             --examples 0 --out out/evaluate-$task
     done
     python docs/make_results.py out   # writes docs/results.md and docs/results-<task>.png
+
+Each task's section holds the 13-metric table, the salient-structure table and the
+leave-one-case-out table that chose the default (``EdgeFusionLib.evaluation.selection``).
 
 ``--examples 0``: the figures hold bar charts only; atlas images must not enter the repository.
 """
@@ -21,6 +24,7 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))
 
+from EdgeFusionLib.evaluation import selection  # noqa: E402
 from EdgeFusionLib.evaluation.metrics import mean_rank  # noqa: E402
 from EdgeFusionLib.fusion.baselines import PIXEL_METHODS  # noqa: E402
 
@@ -65,7 +69,9 @@ def main(reports: Path) -> int:
         results = json.loads((folder / "results.json").read_text(encoding="utf-8"))
         alone = ("Each network method ranked alone against the classical baselines (as one configuration "
                  "would be in an outside comparison):\n\n" + one_against_baselines(results))
-        sections.append(f"## {task}\n{body.rstrip()}\n\n{alone}\n")
+        cross_validation = selection.markdown(selection.leave_one_case_out(results["per_pair"], results["metrics"]), task)
+        sections.append(f"## {task}\n{body.rstrip()}\n\n{alone}\n\n### Choosing the default: leave one case out\n\n"
+                        f"{cross_validation}\n")
         shutil.copyfile(folder / "figure.png", DOCS / f"results-{task.lower()}.png")
     (DOCS / "results.md").write_text("\n".join(sections), encoding="utf-8")
     return 0
