@@ -98,10 +98,11 @@ def markdown(result: dict, task: str) -> str:
     salient = [key for key in next(iter(summary.values())) if key.endswith("_worst_case")]
     header = ["method", "held-out mean rank ↓ (mean)", "min", "max", "first on (cases)", "chosen by (folds)",
               *[f"{'MRI' if 'mri' in key else 'other'} salient loss, worst case" for key in salient]]
-    lines = [f"**{task}**, {len(cases)} cases held out in turn ({', '.join(cases)}); default by cross-validation: "
+    title = (f"**{task}**, {len(cases)} cases held out in turn ({', '.join(cases)}); default by cross-validation: "
              f"`{result['default']}` (best held-out mean rank among the methods that lose at most "
              f"{MAX_SALIENT_LOSS:.0%} of either source's salient region on every case: "
-             f"{', '.join(f'`{m}`' for m in result['eligible'])}).", "",
+             f"{', '.join(f'`{m}`' for m in result['eligible'])}).")
+    lines = [title, "",
              "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for method in sorted(summary, key=lambda m: summary[m]["mean"]):
         row = summary[method]
