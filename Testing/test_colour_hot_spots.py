@@ -7,11 +7,16 @@ import matplotlib
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 from conftest import HARVARD
+
 from EdgeFusionLib.demo import sample_path
 from EdgeFusionLib.evaluation.metrics import hot_spot_distinctness
-from EdgeFusionLib.fusion.colour import apply_colour_table, luma, plain_overlay, replace_luma
+from EdgeFusionLib.fusion.colour import (
+    apply_colour_table,
+    luma,
+    plain_overlay,
+    replace_luma,
+)
 from EdgeFusionLib.fusion.engine import FusionEngine
 from EdgeFusionLib.fusion.intensity import window_for
 

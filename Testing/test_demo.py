@@ -29,7 +29,9 @@ def test_demo_fuses_the_phantom_and_draws_the_comparison(tmp_path):
     assert np.median(ct[skull]) > 0.8 > np.median(mri01[skull]) + 0.5  # the MRI alone would fail this
     # Soft tissue is the MRI's: where the CT is flat mid-grey brain, the MRI's grey/white contrast stays.
     brain = (ct01 > 0.3) & (ct01 < 0.6)
-    assert np.corrcoef(ct[brain], mri01[brain])[0, 1] > 0.9
+    # 0.89 since the MRI window is learnt from its tissue (gamma, brain median at 0.6) and the default keeps
+    # the CT's bright structures; it was 0.9+ with the linear window. Still: the MRI's soft tissue, not the CT's.
+    assert np.corrcoef(ct[brain], mri01[brain])[0, 1] > 0.85
     spect = sitk.GetArrayFromImage(spect_fused)
     assert (spect[..., 0].astype(int) - spect[..., 2]).max() > 50  # hot colour map: red-dominant voxels
     figure = Image.open(tmp_path / "comparison.png")

@@ -29,7 +29,11 @@ def test_each_case_is_held_out_and_ranked_on_its_own_pairs():
     assert (steady["mean"], steady["min"], steady["max"]) == pytest.approx((5 / 3, 1.0, 2.0))  # erratic also averages 5/3
     assert steady["chosen_by"] == 2 and steady["first_on"] == 1
     assert result["summary"]["erratic"]["salient_loss_other_worst_case"] == pytest.approx(0.05)
-    assert result["default"] == "steady"  # the tie on the mean goes to the method more folds chose
+    assert result["eligible"] == ["steady", "weak"]  # erratic loses 5 % of the other's salient region on case 20
+    assert result["default"] == "steady"
+    assert selection.leave_one_case_out(records, METRICS, max_salient_loss=1.0)["default"] == "steady"  # tie -> votes
+    strict = selection.leave_one_case_out(records, METRICS, max_salient_loss=0.005)
+    assert strict["eligible"] == ["weak"] and strict["default"] == "weak"  # the others lose >0.5 % somewhere
     text = selection.markdown(result, "MRI-CT")
     assert "default by cross-validation: `steady`" in text and "| `steady` | 1.67 | 1.00 | 2.00 | 1 of 3 | 2 of 3 |" in text
 

@@ -25,7 +25,11 @@ DOCS = Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))
 
 from EdgeFusionLib.cli import _colormap  # noqa: E402
-from EdgeFusionLib.evaluation.metrics import SALIENT_METRICS, compute_metrics, foreground  # noqa: E402
+from EdgeFusionLib.evaluation.metrics import (  # noqa: E402
+    SALIENT_METRICS,
+    compute_metrics,
+    foreground,
+)
 from EdgeFusionLib.fusion.colour import apply_colour_table, luma, plain_overlay  # noqa: E402
 from EdgeFusionLib.fusion.engine import FusionEngine  # noqa: E402
 from EdgeFusionLib.fusion.intensity import IntensityWindow, strided_sample, window_for  # noqa: E402
