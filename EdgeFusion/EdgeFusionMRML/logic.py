@@ -438,11 +438,11 @@ class VolumeFusionLogic:
                 scene.AddNode(output_node)
             output_node.SetAndObserveTransformNodeID(mri_node.GetTransformNodeID())
             output_node.CreateDefaultDisplayNodes()
-            if not is_rgb:
-                # Fused scalars are in [0, 1]: show that whole range, not an automatic window.
-                display_node = output_node.GetDisplayNode()
-                display_node.AutoWindowLevelOff()
-                display_node.SetWindowLevelMinMax(0.0, 1.0)
+            # Shown as delivered, not through an automatic window: fused scalars over [0, 1], RGB over
+            # 0-255 (an automatic window would stretch an RGB fusion whose brightest pixel is below 255).
+            display_node = output_node.GetDisplayNode()
+            display_node.AutoWindowLevelOff()
+            display_node.SetWindowLevelMinMax(0.0, 255.0 if is_rgb else 1.0)
             self._place_beside(output_node, mri_node)
         except BaseException:
             if restore_output is not None:
