@@ -359,7 +359,8 @@ class FusionController:
                 self.show_result(self.logic.scene.GetNodeByID(run.job.mri_node_id), fused)
                 self.status = f"'{fused.GetName()}' made in {seconds:.1f} s on {device}."
                 if status.registration:
-                    self.status += f" Aligned first ({status.registration}); the transform is in the Transforms module."
+                    self.status += (f" Aligned first ({status.registration}); the registration and an aligned copy of "
+                                    "the second volume were added.")
                 return RunEnd("finished", self.status, fused)
             if status.state == "cancelled":
                 self.status = "Cancelled; the scene was not changed."
