@@ -126,6 +126,7 @@ class EdgeFusionParameterNode:
     outputVolume - None: create a new volume.
     fusionRule - "" for the modality's default, else a name from EdgeFusionLib.fusion.methods.
     colourTable - colours of a greyscale SPECT/PET.
+    register - align the second volume to the MRI first: 'auto' (by the rule), 'none', 'rigid' or 'affine'.
     batchSize - 0: the device's default.
     fusedOnTop, opacity - how the result is blended over the MRI in the slice views.
     resultMriVolume, resultVolume - the last result and its MRI, which the Display controls act on
@@ -141,6 +142,7 @@ class EdgeFusionParameterNode:
     device: ComputeDevice = ComputeDevice.AUTOMATIC
     batchSize: Annotated[int, WithinRange(0, 256)] = 0
     colourTable: vtkMRMLColorNode
+    register: str = "auto"  # checked by the controller against EdgeFusionLib.registration.REGISTRATION_CHOICES
     fusedOnTop: bool = True
     opacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.5
     resultMriVolume: vtkMRMLScalarVolumeNode
@@ -193,6 +195,7 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # Widgets that the parameter node wrapper cannot bind by themselves.
         self.ui.fusionRuleComboBox.connect("currentIndexChanged(int)", self.onFusionRuleChanged)
         self.ui.colourTableSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.onColourTableChanged)
+        self.ui.alignCheckBox.connect("toggled(bool)", self.onAlignToggled)
         self.ui.advancedCollapsibleButton.connect("contentsCollapsed(bool)", self.onAdvancedCollapsed)
         # Live display controls.
         self.ui.opacitySliderWidget.connect("valueChanged(double)", self.controller.set_opacity)
@@ -261,13 +264,15 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def _render(self) -> None:
         """Show the controller's view: what the wrapper does not bind, enabled states, Apply, progress, status."""
         parameters, view = self._parameterNode, self.controller.view()
-        with _NoSignals(self.ui.fusionRuleComboBox, self.ui.colourTableSelector):
+        with _NoSignals(self.ui.fusionRuleComboBox, self.ui.colourTableSelector, self.ui.alignCheckBox):
             index = self.ui.fusionRuleComboBox.findData(parameters.fusionRule)
             if index < 0:  # a rule saved in the scene but not listed yet: list it
                 self.ui.fusionRuleComboBox.addItem(parameters.fusionRule, parameters.fusionRule)
                 index = self.ui.fusionRuleComboBox.count - 1
             self.ui.fusionRuleComboBox.currentIndex = index
             self.ui.colourTableSelector.setCurrentNode(parameters.colourTable)
+            self.ui.alignCheckBox.checked = view.align_checked
+        self.ui.alignCheckBox.toolTip = view.align_tooltip
         self.ui.colourTableSelector.enabled = self.ui.colourTableLabel.enabled = view.colour_table_enabled
         self.ui.applyButton.text = _(view.apply_text)
         self.ui.applyButton.enabled = view.apply_enabled
@@ -286,6 +291,10 @@ class EdgeFusionWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onFusionRuleChanged(self, index) -> None:
         if self._parameterNode is not None and index >= 0:
             self._parameterNode.fusionRule = self.ui.fusionRuleComboBox.itemData(index) or ""
+
+    def onAlignToggled(self, checked) -> None:
+        if self._parameterNode is not None:
+            self.controller.set_align(checked)
 
     def onColourTableChanged(self, node) -> None:
         if self._parameterNode is not None:
@@ -434,6 +443,7 @@ class EdgeFusionTest(ScriptedLoadableModuleTest):
             self.test_CancelLeavesSceneUnchanged,
             self.test_BadInputsCreateNothing,
             self.test_BackgroundProcessMatchesInProcess,
+            self.test_AlignFirstOnTheRealScannerPair,
         ):
             self.setUp()
             test()
@@ -506,6 +516,36 @@ class EdgeFusionTest(ScriptedLoadableModuleTest):
         self.assertEqual(fused.GetClassName(), "vtkMRMLVectorVolumeNode")
         self.assertEqual(fused.GetImageData().GetNumberOfScalarComponents(), 3)
         self.assertEqual(fused.GetImageData().GetScalarTypeAsString(), "unsigned char")
+        self.delayDisplay("Test passed")
+
+    def test_AlignFirstOnTheRealScannerPair(self):
+        self.delayDisplay("Align the MRI-DIR CT to its T2 MRI, then fuse")
+        import numpy as np
+
+        t2, ct = self._loadPhantom("MRIDIR-Porcine-MR-T2"), self._loadPhantom("MRIDIR-Porcine-CT")
+        logic = EdgeFusionLogic()
+        self.assertEqual(logic.registration_choice(t2, ct)[0], "rigid")  # two scanners, no shared frame
+        ctVoxels = slicer.util.arrayFromVolume(ct).copy()
+        fused = logic.fuse(t2, ct, "ct", method="pixel-max", registration="auto")
+        self.assertIsNone(ct.GetTransformNodeID())  # the input is untouched
+        np.testing.assert_array_equal(slicer.util.arrayFromVolume(ct), ctVoxels)
+        transform = slicer.util.getNode("MRIDIR-Porcine-CT to MRIDIR-Porcine-MR-T2 (registration)")
+        aligned = slicer.util.getNode("MRIDIR-Porcine-CT (aligned)")
+        self.assertEqual(aligned.GetTransformNodeID(), transform.GetID())
+        # The scanners place this CT turned by about 180 degrees about the anterior-posterior axis.
+        self.assertIn("rotation 17", fused.GetAttribute("EdgeFusion.Registration"))
+        # The same transform as the library finds on the sample files (Slicer's RAS vs ITK's LPS handled).
+        import SimpleITK as sitk
+
+        from EdgeFusionLib.registration import register
+        from EdgeFusionMRML import sampledata, volumes
+
+        expected = register(sitk.ReadImage(str(sampledata.sample_file("MRIDIR-Porcine-MR-T2"))),
+                            sitk.ReadImage(str(sampledata.sample_file("MRIDIR-Porcine-CT"))), "rigid")
+        fromParent = vtk.vtkMatrix4x4()
+        transform.GetMatrixTransformFromParent(fromParent)
+        np.testing.assert_allclose(slicer.util.arrayFromVTKMatrix(fromParent),
+                                   volumes.ras_matrix_of_sitk_transform(expected.transform), atol=1e-3)
         self.delayDisplay("Test passed")
 
     def test_CancelLeavesSceneUnchanged(self):

@@ -64,6 +64,7 @@ POLL_INTERVAL_S = 0.2
 SAMPLE_PAIRS = {
     "MRI + CT phantom": ("EdgeFusionPhantom-MRI", "EdgeFusionPhantom-CT"),
     "MRI + SPECT phantom": ("EdgeFusionPhantom-MRI", "EdgeFusionPhantom-SPECT"),
+    "T2 MRI + CT, porcine head (real scanners, not aligned)": ("MRIDIR-Porcine-MR-T2", "MRIDIR-Porcine-CT"),
 }
 #: Colour tables offered for a greyscale SPECT/PET (those of Slicer's defaults that suit nuclear medicine).
 COLOUR_TABLE_NAMES = ("PET-Heat", "PET-Rainbow2", "PET-DICOM", "PET-MIP", "Inferno", "Magma", "Plasma", "Viridis",
@@ -164,6 +165,7 @@ class EdgeFusionWebApp(TrameApp):
             self.state.change(name)(self._on_input_changed)
         self.state.change("ef_opacity")(lambda ef_opacity, **_: self.controller.set_opacity(float(ef_opacity)))
         self.state.change("ef_fused_on_top")(self._on_fused_on_top_changed)
+        self.state.change("ef_align")(self._on_align_changed)
         self.state.change("ef_window", "ef_level")(self._on_window_level_changed)
         self.state.change("ef_layout")(lambda ef_layout, **_: self.layout_manager.set_layout(ef_layout))
 
@@ -198,12 +200,15 @@ class EdgeFusionWebApp(TrameApp):
         state.ef_apply_tooltip = view.apply_tooltip
         state.ef_inputs_enabled = view.inputs_enabled
         state.ef_colour_enabled = view.colour_table_enabled
+        state.ef_align = view.align_checked
+        state.ef_align_tooltip = view.align_tooltip
         state.ef_status = view.status
         state.ef_progress_visible = view.progress is not None
         done, total = view.progress or (0, 0)
         state.ef_progress_total = total
         state.ef_progress = 100.0 * done / total if total else 0.0
-        state.ef_progress_text = f"{done} / {total} slices" if total else "Starting..."
+        # Steps are slices, or with an alignment first, shares of the whole run: a percentage reads right for both.
+        state.ef_progress_text = f"{100 * done // total} %" if total else "Starting..."
         state.ef_has_result = self.controller.settings.resultVolume is not None
         state.ef_download_name = self.download_name()
 
@@ -307,6 +312,12 @@ class EdgeFusionWebApp(TrameApp):
             self._poll_task = None
 
     # ---------------------------------------------------------------- display
+
+    def _on_align_changed(self, ef_align, **_) -> None:
+        # Only a change by the user: the page echoes the value that _show_view has just set.
+        if bool(ef_align) != self.controller.view().align_checked:
+            self.controller.set_align(bool(ef_align))
+            self._show_view()
 
     def _on_fused_on_top_changed(self, ef_fused_on_top, **_) -> None:
         self.controller.set_fused_on_top(bool(ef_fused_on_top))
@@ -420,6 +431,9 @@ class EdgeFusionWebApp(TrameApp):
                    density="compact", disabled=disabled, raw_attrs=['data-testid="other-select"'])
         v3.VSelect(label="Modality", v_model=("ef_modality",), items=("ef_modality_items",), density="compact",
                    disabled=disabled, raw_attrs=['data-testid="modality-select"'])
+        v3.VCheckbox(label="Align to the MRI first", v_model=("ef_align", False), density="compact",
+                     hint=("ef_align_tooltip",), persistent_hint=True, disabled=disabled,
+                     raw_attrs=['data-testid="align-checkbox"'])
         with v3.VExpansionPanels(classes="mb-2", variant="accordion"):
             with v3.VExpansionPanel(title="Advanced"):
                 with v3.VExpansionPanelText():

@@ -1,4 +1,4 @@
-"""The ``edgefusion`` command line: fuse, batch, info, demo, evaluate, train.
+"""The ``edgefusion`` command line: fuse, register, batch, info, demo, evaluate, train.
 
 Bad input exits with status 2 and one line ``edgefusion: error: ...`` before any
 work; Ctrl-C cancels cleanly (status 130) and nothing is written.
@@ -7,6 +7,7 @@ work; Ctrl-C cancels cleanly (status 130) and nothing is written.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 from . import __version__
 from .devices import DEFAULT_BATCH_SIZE, DEVICE_CHOICES
 from .errors import FusionCancelled, InputError
+from .registration import REGISTRATION_CHOICES
 
 EXIT_SOME_FAILED = 1  # batch --cohort: some rows were invalid or failed; the others were fused
 EXIT_BAD_INPUT = 2
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("--modality", help=f"modality of OTHER: {', '.join(MODALITIES)} (default: from its DICOM "
                                          "Modality tag, else from a word of its file name such as ct or fdg)")
     _add_engine_options(fuse)
+    _add_registration_option(fuse, "align OTHER to the MRI first")
     fuse.add_argument("--axis", default="auto",
                       help="slicing axis of volumes: 0, 1, 2 (numpy z, y, x) or auto = acquisition plane (default)")
     fuse.add_argument("--ct-window", type=float, nargs=2, metavar=("LOW", "HIGH"),
@@ -62,6 +65,15 @@ def build_parser() -> argparse.ArgumentParser:
     fuse.add_argument("--colormap", help="show a scalar SPECT/PET through this matplotlib colour map "
                                          "(e.g. hot, inferno) and fuse in colour; default: fuse as grey")
     fuse.set_defaults(func=run_fuse)
+
+    register = commands.add_parser("register", help="register a CT/SPECT/PET onto an MRI and write the transform",
+                                   description="Register OTHER onto MRI (Mattes mutual information, docs/registration.md) "
+                                               "and write the ITK transform (Slicer: load it and put OTHER under it).")
+    register.add_argument("mri", type=Path, help="MRI volume (NIfTI, NRRD, MHA/MHD, or a DICOM series folder)")
+    register.add_argument("other", type=Path, help="CT, SPECT or PET volume of the same patient")
+    register.add_argument("-o", "--output", type=Path, required=True, help="transform file to write (.tfm)")
+    register.add_argument("--kind", default="rigid", choices=("rigid", "affine"), help="default: rigid")
+    register.set_defaults(func=run_register)
 
     batch = commands.add_parser(
         "batch", help="fuse every pair of same-named 2D images in two folders, or every row of a cohort file",
@@ -82,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--threads", type=int, help="cohort form with a cluster: torch threads per worker (default: "
                                                   "cores / workers locally; on --scheduler the workers' own, 1 per "
                                                   "Dask thread unless their OMP_NUM_THREADS says otherwise)")
+    _add_registration_option(batch, "cohort form, rows with an empty register column: align each other image to its "
+                                    "MRI first")
     _add_engine_options(batch)
     batch.set_defaults(func=run_batch)
 
@@ -121,6 +135,13 @@ def _add_engine_options(parser: argparse.ArgumentParser) -> None:
         f"{size} on {device.upper()}" for device, size in DEFAULT_BATCH_SIZE.items()) + ")")
 
 
+def _add_registration_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--register", choices=REGISTRATION_CHOICES, default="auto",
+                        help=f"{what}: auto (default: rigid, unless both images share a DICOM frame of reference or "
+                             "are 2D pictures), none (place them by their headers), rigid or affine. The transform is "
+                             "written beside the output (fused.nii.gz -> fused.tfm, ITK format, readable by Slicer)")
+
+
 def _add_device_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto",
                         help=f"{', '.join(DEVICE_CHOICES)} or cuda:N (default: auto = CUDA, else MPS, else CPU)")
@@ -131,14 +152,23 @@ def _add_device_option(parser: argparse.ArgumentParser) -> None:
 def run_fuse(args) -> int:
     from .fusion.options import FusionOptions
     from .fusion.pipeline import fuse_images
-    from .io.images import check_not_an_input, check_output_format, check_writable, read_image, write_image
+    from .io.images import (
+        check_not_an_input,
+        check_output_format,
+        check_writable,
+        read_image,
+        write_image,
+    )
     from .modality import check_modality
+    from .registration import transform_path_for, write_transform
 
     options = FusionOptions(method=args.method, axis=_parse_axis(args.axis), device=args.device,
                             batch_size=args.batch_size, colour_table=_colormap(args.colormap) if args.colormap else None,
-                            ct_window=args.ct_window)
+                            ct_window=args.ct_window, registration=args.register)
     check_writable(args.output)
-    check_not_an_input(args.output, {"MRI": args.mri, "other image": args.other})
+    transform_path = transform_path_for(args.output)
+    for output in (args.output, transform_path):
+        check_not_an_input(output, {"MRI": args.mri, "other image": args.other})
     options.check()  # what does not depend on the modality, before any file is read
     mri = read_image(args.mri, "MRI")
     check_output_format(args.output, mri)  # a volume cannot become a PNG: say so before the work
@@ -146,10 +176,39 @@ def run_fuse(args) -> int:
     modality = check_modality(args.modality) if args.modality else guess_modality(other, args.other)
     options.check(modality.name)
     started = time.perf_counter()
-    with _progress_bar("fusing") as progress:
-        fused = fuse_images(mri, other, modality.name, **options.arguments(), progress=progress)
+    registrations = []
+    with _progress_bar("registering and fusing" if options.registration != "none" else "fusing") as progress:
+        fused = fuse_images(mri, other, modality.name, **options.arguments(), registered=registrations.append,
+                            progress=progress)
     write_image(fused, args.output)
-    print(f"wrote {args.output} ({modality.task}, {time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    registration = registrations[0] if registrations else None
+    if registration is not None:
+        write_transform(registration, transform_path)
+        print(registration.summary(), file=sys.stderr)
+    print(f"wrote {args.output}" + (f" and {transform_path}" if registration is not None else "") +
+          f" ({modality.task}, {time.perf_counter() - started:.1f} s)", file=sys.stderr)
+    return 0
+
+
+# --------------------------------------------------------------------- register
+
+def run_register(args) -> int:
+    """Register OTHER onto MRI, write the transform (atomically) and print the summary line."""
+    from .io.images import check_folder_of, check_not_an_input, read_image
+    from .registration import RegistrationError, register, write_transform
+
+    output = args.output
+    if output.suffix.lower() != ".tfm":
+        raise RegistrationError(f"cannot write the transform to {output}: use a .tfm file")
+    check_folder_of(output)
+    check_not_an_input(output, {"MRI": args.mri, "other image": args.other})
+    mri = read_image(args.mri, "MRI")
+    other = read_image(args.other, "other image")
+    with _progress_bar("registering", unit="step") as progress:
+        result = register(mri, other, args.kind, progress=lambda fraction: progress(round(100 * fraction), 100))
+    write_transform(result, output)
+    print(result.summary())
+    print(f"wrote {output}", file=sys.stderr)
     return 0
 
 
@@ -230,10 +289,10 @@ def _run_cohort(args) -> int:
     from .devices import check_device_name
     from .fusion.options import FusionOptions
 
-    defaults = FusionOptions(method=args.method, device=args.device, batch_size=args.batch_size)
+    defaults = FusionOptions(method=args.method, device=args.device, batch_size=args.batch_size, registration=args.register)
     on_this_machine = args.scheduler is None
     # What does not depend on a row, once (the device by name only when workers elsewhere run the pairs).
-    (defaults if on_this_machine else FusionOptions(method=args.method, batch_size=args.batch_size)).check()
+    (defaults if on_this_machine else dataclasses.replace(defaults, device="cpu")).check()
     check_device_name(args.device)
     cohort = read_cohort(args.cohort, args.out_dir, defaults, check_device=on_this_machine)
     try:
@@ -257,7 +316,13 @@ def _run_pair_folders(args) -> int:
     from .fusion.engine import FusionEngine
     from .fusion.pipeline import fuse_prepared, prepare_inputs
     from .io.atlas import find_pairs, unmatched_names
-    from .io.images import check_not_an_input, check_output_folder, read_image, squeeze_single_slice, write_image
+    from .io.images import (
+        check_not_an_input,
+        check_output_folder,
+        read_image,
+        squeeze_single_slice,
+        write_image,
+    )
     from .modality import check_task
 
     other_modality = check_task(args.task)

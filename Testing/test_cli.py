@@ -51,7 +51,8 @@ def test_fuse_volume_keeps_the_mri_geometry(tmp_path, capsys):
     sitk.WriteImage(mri, str(tmp_path / "mri.nrrd"))
     sitk.WriteImage(ct, str(tmp_path / "patient_ct.nii.gz"))
     code, _, err = run(capsys, "fuse", tmp_path / "mri.nrrd", tmp_path / "patient_ct.nii.gz",
-                       "-o", tmp_path / "out.nii.gz", "--method", "pixel-average")  # modality from the file name
+                       "-o", tmp_path / "out.nii.gz", "--method", "pixel-average",  # modality from the file name
+                       "--register", "none")  # placed by the headers, as they say
     assert code == 0, err
     out = sitk.ReadImage(str(tmp_path / "out.nii.gz"))
     assert out.GetSize() == mri.GetSize()
@@ -98,12 +99,12 @@ def test_non_overlapping_volumes_and_unknown_modality_and_unwritable_output(tmp_
     write_bad_inputs(tmp_path)
     ok = tmp_path / "far.nii.gz"
     code, _, err = run(capsys, "fuse", tmp_path / "far.nii.gz", ok, "-o", tmp_path / "o.nii.gz",
-                       "--modality", "ct", "--method", "pixel-max")
+                       "--modality", "ct", "--method", "pixel-max", "--register", "none")
     assert code == 0, err  # same grid: fine
     far_mri = sitk.GetImageFromArray(np.random.default_rng(3).random((3, 8, 8)).astype(np.float32))
     sitk.WriteImage(far_mri, str(tmp_path / "near.nii.gz"))
     code, _, err = run(capsys, "fuse", tmp_path / "near.nii.gz", ok, "-o", tmp_path / "o2.nii.gz", "--modality", "ct",
-                       "--method", "pixel-max")
+                       "--method", "pixel-max", "--register", "none")
     assert code == 2 and "do not overlap" in err and not (tmp_path / "o2.nii.gz").exists()
     code, _, err = run(capsys, "fuse", ok, ok, "-o", tmp_path / "o3.nii.gz", "--modality", "xray")
     assert code == 2 and "unknown modality 'xray'" in err and err.count("\n") == 1
@@ -213,7 +214,7 @@ def test_volume_to_png_is_refused_before_fusing_and_outputs_get_the_usual_mode(t
     umask = os.umask(0o022)
     try:
         code, _, err = run(capsys, "fuse", tmp_path / "mri.nrrd", tmp_path / "ct.nrrd", "-o", tmp_path / "f.nrrd",
-                           "--modality", "ct", "--method", "pixel-max")
+                           "--modality", "ct", "--method", "pixel-max", "--register", "none")
     finally:
         os.umask(umask)
     assert code == 0, err
@@ -274,7 +275,7 @@ def test_colormap_shows_a_scalar_spect_in_colour_and_fuses_its_luma(tmp_path, ca
     for name, values in (("mri.nrrd", mri_values), ("perfusion.nrrd", counts)):
         sitk.WriteImage(sitk.GetImageFromArray(values), str(tmp_path / name))
     code, _, err = run(capsys, "fuse", tmp_path / "mri.nrrd", tmp_path / "perfusion.nrrd", "-o", tmp_path / "out.nrrd",
-                       "--modality", "spect", "--colormap", "hot", "--method", "pixel-average")
+                       "--modality", "spect", "--colormap", "hot", "--method", "pixel-average", "--register", "none")
     assert code == 0, err
     fused = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "out.nrrd")))
     hot = matplotlib.colormaps["hot"](np.linspace(0, 1, 256))[:, :3]

@@ -29,6 +29,8 @@ from conftest import make_random_model, phantom_slice
 distributed = pytest.importorskip("distributed")  # installed by scripts/setup.sh (the [cluster] extra)
 
 HEADER = "mri,other,modality,output,method,register\n"
+# The synthetic "patients" below are random phantoms, not one head per modality: their volume rows say
+# register none (a cohort row that is aligned: test_a_row_is_aligned_and_its_transform_written).
 
 
 # ---------------------------------------------------------------- data
@@ -84,10 +86,10 @@ def write_csv(path: Path, rows: list[str]) -> Path:
 
 #: Rows on every kind of input and method (columns of HEADER); their lines are 2, 3, ... in a cohort file.
 GOOD_ROWS = [
-    "sub-0/T1w.nii.gz,sub-0/ct.nii.gz,ct,,pixel-average,",
+    "sub-0/T1w.nii.gz,sub-0/ct.nii.gz,ct,,pixel-average,none",
     "sub-1/T1w.nii.gz,sub-1/ct.nii.gz,ct,,,none",  # the task's default: local-activity, needs the weights
-    "sub-2/T1w.nii.gz,sub-2/pet.nrrd,pet,sub-2/pet_fused.nrrd,sfnn-compensated,",  # resampled onto the MRI grid
-    "sub-0/T1w.nii.gz,sub-0/pet.nrrd,PET,sub-0/pet_sfnn.mha,sfnn,",
+    "sub-2/T1w.nii.gz,sub-2/pet.nrrd,pet,sub-2/pet_fused.nrrd,sfnn-compensated,none",  # resampled onto the MRI grid
+    "sub-0/T1w.nii.gz,sub-0/pet.nrrd,PET,sub-0/pet_sfnn.mha,sfnn,none",
     "atlas/mri.png,atlas/ct.png,ct,,guided-filter,",
 ]
 
@@ -96,9 +98,9 @@ GOOD_ROWS = [
 PIXEL_ROWS = [
     GOOD_ROWS[0],
     GOOD_ROWS[4],
-    "sub-1/T1w.nii.gz,sub-1/ct.nii.gz,ct,,pixel-max,",
-    "sub-2/T1w.nii.gz,sub-2/pet.nrrd,pet,,dwt,",
-    "sub-2/T1w.nii.gz,sub-2/ct.nii.gz,ct,b.nrrd,laplacian-pyramid,",
+    "sub-1/T1w.nii.gz,sub-1/ct.nii.gz,ct,,pixel-max,none",
+    "sub-2/T1w.nii.gz,sub-2/pet.nrrd,pet,,dwt,none",
+    "sub-2/T1w.nii.gz,sub-2/ct.nii.gz,ct,b.nrrd,laplacian-pyramid,none",
 ]
 
 
@@ -111,7 +113,8 @@ def references(tmp_path_factory, data, models) -> dict[str, bytes]:
         mri, other, modality, output, method, _ = row.split(",")
         suffix = "".join(Path(output).suffixes) if output else ".png" if mri.endswith(".png") else ".nii.gz"
         out = folder / f"{index}{suffix}"
-        argv = ["fuse", str(data / mri), str(data / other), "-o", str(out), "--modality", modality.lower()]
+        argv = ["fuse", str(data / mri), str(data / other), "-o", str(out), "--modality", modality.lower(),
+                "--register", "none"]
         assert main(argv + (["--method", method] if method else [])) == 0, row
         found[row] = out.read_bytes()
     return found
@@ -136,10 +139,10 @@ def cluster(models):
 
 def test_relative_paths_and_the_default_output_rule(tmp_path, data):
     csv = write_csv(data / "paths.csv", [
-        "sub-0/T1w.nii.gz,sub-0/ct.nii.gz,ct,,,",
-        f"{data / 'sub-1' / 'T1w.nii.gz'},sub-1/ct.nii.gz,ct,named/out.mha,,",
+        "sub-0/T1w.nii.gz,sub-0/ct.nii.gz,ct,,,none",
+        f"{data / 'sub-1' / 'T1w.nii.gz'},sub-1/ct.nii.gz,ct,named/out.mha,,none",
         "atlas/mri.png,atlas/ct.png,ct,,,",
-        f"{data / 'sub-2' / 'T1w.nii.gz'},sub-2/ct.nii.gz,ct,{tmp_path / 'elsewhere' / 'x.nrrd'},,",
+        f"{data / 'sub-2' / 'T1w.nii.gz'},sub-2/ct.nii.gz,ct,{tmp_path / 'elsewhere' / 'x.nrrd'},,none",
     ])
     out = tmp_path / "out"
     cohort = read_cohort(csv, out)
@@ -152,22 +155,22 @@ def test_relative_paths_and_the_default_output_rule(tmp_path, data):
         out / "atlas" / "mri_fused.png",  # a 2D picture stays a picture
         tmp_path / "elsewhere" / "x.nrrd",  # absolute: as written
     ]
-    outside = write_csv(tmp_path / "outside.csv", [f"{data / 'sub-0/T1w.nii.gz'},{data / 'sub-0/ct.nii.gz'},ct,,,"])
+    outside = write_csv(tmp_path / "outside.csv", [f"{data / 'sub-0/T1w.nii.gz'},{data / 'sub-0/ct.nii.gz'},ct,,,none"])
     assert read_cohort(outside, out).rows[0].output == out / "T1w_fused.nii.gz"  # MRI outside the CSV's folder
 
 
 def test_every_bad_row_is_rejected_with_its_reason_and_the_others_are_kept(tmp_path, data):
     csv = write_csv(data / "bad.csv", [
-        "sub-0/T1w.nii.gz,sub-0/ct.nii.gz,ct,,,",  # 2: good
-        "sub-9/T1w.nii.gz,sub-0/ct.nii.gz,ct,,,",  # 3: missing MRI
-        "sub-0/T1w.nii.gz,sub-0/ct.nii.gz,mr,,,",  # 4: unknown modality
-        "sub-0/T1w.nii.gz,sub-0/ct.nii.gz,,,,",  # 5: no modality
-        "sub-1/T1w.nii.gz,sub-1/ct.nii.gz,ct,,no-such-method,",  # 6: unknown method
-        "sub-1/T1w.nii.gz,sub-1/ct.nii.gz,ct,,,rigid",  # 7: registration not in this version
-        "sub-1/T1w.nii.gz,sub-1/ct.nii.gz,ct,same.nii.gz,,",  # 8 and 9: the same output
-        "sub-2/T1w.nii.gz,sub-2/ct.nii.gz,ct,same.nii.gz,,",
-        f"sub-2/T1w.nii.gz,sub-2/ct.nii.gz,ct,{data / 'sub-1' / 'ct.nii.gz'},,",  # 10: output is row 8's input
-        "sub-2/T1w.nii.gz,sub-2/ct.nii.gz,ct,out.jpg,,",  # 11: a format that is not written
+        "sub-0/T1w.nii.gz,sub-0/ct.nii.gz,ct,,,none",  # 2: good
+        "sub-9/T1w.nii.gz,sub-0/ct.nii.gz,ct,,,none",  # 3: missing MRI
+        "sub-0/T1w.nii.gz,sub-0/ct.nii.gz,mr,,,none",  # 4: unknown modality
+        "sub-0/T1w.nii.gz,sub-0/ct.nii.gz,,,,none",  # 5: no modality
+        "sub-1/T1w.nii.gz,sub-1/ct.nii.gz,ct,,no-such-method,none",  # 6: unknown method
+        "sub-1/T1w.nii.gz,sub-1/ct.nii.gz,ct,,,sideways",  # 7: no such registration
+        "sub-1/T1w.nii.gz,sub-1/ct.nii.gz,ct,same.nii.gz,,none",  # 8 and 9: the same output
+        "sub-2/T1w.nii.gz,sub-2/ct.nii.gz,ct,same.nii.gz,,none",
+        f"sub-2/T1w.nii.gz,sub-2/ct.nii.gz,ct,{data / 'sub-1' / 'ct.nii.gz'},,none",  # 10: output is row 8's input
+        "sub-2/T1w.nii.gz,sub-2/ct.nii.gz,ct,out.jpg,,none",  # 11: a format that is not written
         "sub-2/T1w.nii.gz,sub-2/ct.nii.gz",  # 12: fields missing
     ])
     cohort = read_cohort(csv, tmp_path / "out")
@@ -178,7 +181,7 @@ def test_every_bad_row_is_rejected_with_its_reason_and_the_others_are_kept(tmp_p
     assert "unknown modality 'mr'" in reasons[4]
     assert "modality column is empty" in reasons[5]
     assert "unknown fusion method 'no-such-method'" in reasons[6]
-    assert "register 'rigid' is not available" in reasons[7]
+    assert "unknown registration 'sideways'" in reasons[7]
     assert "rows 8 and 9 write the same file" in reasons[8] and "rows 9 and 8" in reasons[9]
     assert "is the other input of row 8" in reasons[10]
     assert "cannot write" in reasons[11] and ".jpg" in reasons[11]
@@ -310,18 +313,45 @@ def test_new_weights_make_old_outputs_stale_and_are_the_ones_used(tmp_path, data
     assert statuses(run_cohort(read_cohort(csv, out))) == {2: "done"}  # not "up to date"
     expected = tmp_path / "expected.nii.gz"
     assert main(["fuse", str(data / "sub-1/T1w.nii.gz"), str(data / "sub-1/ct.nii.gz"), "-o", str(expected),
-                 "--modality", "ct"]) == 0
+                 "--modality", "ct", "--register", "none"]) == 0
     assert output.read_bytes() == expected.read_bytes() != references[GOOD_ROWS[1]]  # new weights, no kept engine
     sidecar = json.loads(sidecar_path(output).read_text())
     assert sidecar["fingerprint"]["weights_sha256"] == hashlib.sha256(
         (retrained / "mri-ct.safetensors").read_bytes()).hexdigest()
 
 
+def test_a_row_is_aligned_and_its_transform_written(tmp_path):
+    """An empty register column takes the command's default (auto): two volumes without a shared DICOM frame
+    of reference are registered rigidly; the transform lies beside the output and the sidecar records it."""
+    import EdgeFusionLib
+    from EdgeFusionLib.registration import read_transform
+
+    samples = EdgeFusionLib.RESOURCES_DIR / "SampleData"
+    patient = tmp_path / "pat"
+    patient.mkdir()
+    ct = sitk.ReadImage(str(samples / "EdgeFusionPhantom-CT.nrrd"))
+    ct.SetOrigin(tuple(np.add(ct.GetOrigin(), (6.0, -4.0, 3.0))))  # another scanner's frame: moved 7.8 mm
+    sitk.WriteImage(ct, str(patient / "ct.nrrd"))
+    sitk.WriteImage(sitk.ReadImage(str(samples / "EdgeFusionPhantom-MRI.nrrd")), str(patient / "mri.nrrd"))
+    csv = write_csv(tmp_path / "aligned.csv", ["pat/mri.nrrd,pat/ct.nrrd,ct,,pixel-max,"])
+
+    report = run_cohort(read_cohort(csv, tmp_path / "out"))
+
+    assert statuses(report) == {2: "done"}
+    output = tmp_path / "out" / "pat" / "mri_fused.nii.gz"
+    transform = read_transform(tmp_path / "out" / "pat" / "mri_fused.tfm")
+    centre = (0.0, -10.0, 0.0)  # about the middle of the head
+    np.testing.assert_allclose(np.subtract(transform.TransformPoint(centre), centre), (6.0, -4.0, 3.0), atol=1.0)
+    record = json.loads(sidecar_path(output).read_text(encoding="utf-8"))
+    assert record["fingerprint"]["options"]["registration"] == "auto"
+    assert record["registration"]["kind"] == "rigid" and record["registration"]["summary"].startswith("rigid: metric")
+
+
 def test_a_failing_pair_is_reported_and_the_others_are_fused(tmp_path, data, models):
     (data / "broken.nii.gz").write_bytes(b"not a volume")
-    csv = write_csv(data / "failing.csv", [GOOD_ROWS[0], "broken.nii.gz,sub-0/ct.nii.gz,ct,,,",
-                                           "sub-1/T1w.nii.gz,atlas/ct.png,ct,,pixel-max,",
-                                           "sub-1/T1w.nii.gz,sub-1/ct.nii.gz,ct,v.png,pixel-max,"])
+    csv = write_csv(data / "failing.csv", [GOOD_ROWS[0], "broken.nii.gz,sub-0/ct.nii.gz,ct,,,none",
+                                           "sub-1/T1w.nii.gz,atlas/ct.png,ct,,pixel-max,none",
+                                           "sub-1/T1w.nii.gz,sub-1/ct.nii.gz,ct,v.png,pixel-max,none"])
     report = run_cohort(read_cohort(csv, tmp_path / "out"))
     assert statuses(report) == {2: "done", 3: "failed", 4: "failed", 5: "failed"}
     reasons = {entry["line"]: entry["reason"] for entry in report.entries}
@@ -430,9 +460,9 @@ def test_a_worker_killed_mid_pair_loses_no_pair_and_leaves_no_partial_file(tmp_p
 def test_the_command_on_a_local_cluster_reports_bad_rows_and_a_rerun_does_nothing(tmp_path, data, models, capsys):
     (data / "garbage.nrrd").write_bytes(b"NRRD0004\nnonsense\n")
     csv = write_csv(data / "cli.csv", GOOD_ROWS[:2] + [
-        "garbage.nrrd,sub-0/ct.nii.gz,ct,,,",  # unreadable: fails on its worker
-        "sub-0/T1w.nii.gz,sub-0/missing.nii.gz,ct,,,",  # missing: refused before any work
-        "sub-2/T1w.nii.gz,sub-2/ct.nii.gz,spect,,,",  # no MRI-SPECT weights in the models folder
+        "garbage.nrrd,sub-0/ct.nii.gz,ct,,,none",  # unreadable: fails on its worker
+        "sub-0/T1w.nii.gz,sub-0/missing.nii.gz,ct,,,none",  # missing: refused before any work
+        "sub-2/T1w.nii.gz,sub-2/ct.nii.gz,spect,,,none",  # no MRI-SPECT weights in the models folder
     ])
     out = tmp_path / "deep" / "out"
     argv = ["batch", "--cohort", str(csv), "--out-dir", str(out), "--workers", "2"]

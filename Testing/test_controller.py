@@ -110,8 +110,8 @@ def test_apply_is_enabled_only_for_inputs_that_can_be_fused_and_says_why_not(app
     view = controller.view()
     assert (view.apply_enabled, view.problem, view.apply_tooltip, view.inputs_enabled, view.progress) == (
         True, None, APPLY_TOOLTIP, True, None)
-    choose(controller, register="rigid")  # issue 11 has not landed: only 'none' runs
-    assert "Registration is not available" in controller.view().problem
+    choose(controller, register="sideways")  # what a hand-edited scene file could hold
+    assert controller.view().problem.startswith("Unknown registration 'sideways': choose one of auto, none, rigid")
 
 
 def test_apply_with_inputs_that_cannot_be_fused_starts_nothing(app, logic, phantoms):
@@ -134,7 +134,9 @@ def test_rule_choices_start_with_the_modality_default():
 
 
 def test_apply_runs_the_worker_shows_progress_and_then_the_result_over_the_mri(app, logic, controller, phantoms):
+    # Placed by their headers (the phantoms are aligned): the progress counts slices (alignment: test_slicer_registration).
     choose(controller, mriVolume=phantoms["MRI"], otherVolume=phantoms["SPECT"], fusionRule="pixel-average", opacity=0.4)
+    controller.set_align(False)
     controller.apply()
     view = controller.view()
     assert (view.apply_text, view.apply_enabled, view.inputs_enabled, view.status) == ("Cancel", True, False, "Starting...")

@@ -37,8 +37,33 @@ def test_demo_fuses_the_phantom_and_draws_the_comparison(tmp_path):
     figure = Image.open(tmp_path / "comparison.png")
     assert figure.size[0] > 600 and figure.size[1] > 400
     assert np.asarray(figure.convert("L")).std() > 10
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["comparison.png", "phantom-mri-ct-fused.nrrd",
-                                                          "phantom-mri-spect-fused.nrrd"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "comparison.png", "mridir-mr-ct-fused.nrrd", "mridir-mr-ct.tfm", "phantom-mri-ct-fused.nrrd",
+        "phantom-mri-spect-fused.nrrd", "registration.png"]
+    check_the_real_pair(tmp_path)
+
+
+def check_the_real_pair(folder):
+    """The MRI-DIR CT, registered by the demo's transform, puts its bone where the fusion is bright."""
+    from EdgeFusionLib.demo import MRIDIR_DIR
+    from EdgeFusionLib.registration import read_transform
+
+    mri = sitk.ReadImage(str(MRIDIR_DIR / "MRIDIR-Porcine-MR-T2.nrrd"))
+    ct = sitk.ReadImage(str(MRIDIR_DIR / "MRIDIR-Porcine-CT.nrrd"))
+    fused = sitk.ReadImage(str(folder / "mridir-mr-ct-fused.nrrd"))
+    assert fused.GetSize() == mri.GetSize() and np.allclose(fused.GetOrigin(), mri.GetOrigin())
+    transform = read_transform(folder / "mridir-mr-ct.tfm")
+    assert np.degrees(np.arccos((np.trace(np.reshape(transform.GetMatrix(), (3, 3))) - 1) / 2)) > 170  # turned
+    on_mri = sitk.GetArrayFromImage(sitk.Resample(ct, mri, transform, sitk.sitkLinear, -1024.0, sitk.sitkFloat32))
+    bone = on_mri > 400  # HU
+    assert bone.sum() > 300
+    values = sitk.GetArrayFromImage(fused)
+    assert np.median(values[bone]) > 0.8 > np.median(values[~bone & (on_mri > -200)])
+    # by its header alone the CT's bone would land in soft tissue, where the fusion is not bright
+    unregistered = sitk.GetArrayFromImage(sitk.Resample(ct, mri, sitk.Transform(), sitk.sitkLinear, -1024.0,
+                                                        sitk.sitkFloat32))
+    assert np.median(values[unregistered > 400]) < 0.8
+    assert Image.open(folder / "registration.png").size[0] > 800
 
 
 def windowed_sources(modality):

@@ -165,7 +165,8 @@ def test_ui_bindings_name_parameter_node_fields():
     assert set(bound.values()) <= parameter_node_fields()
     # Every field is bound in the .ui file, except those the widget binds by hand (see EdgeFusion.py)
     # and the last result, which the Display controls act on.
-    assert parameter_node_fields() - set(bound.values()) == {"fusionRule", "colourTable", "resultMriVolume", "resultVolume"}
+    assert parameter_node_fields() - set(bound.values()) == {"fusionRule", "colourTable", "register", "resultMriVolume",
+                                                             "resultVolume"}
 
 
 def test_widgets_used_by_the_module_exist_in_the_ui_file():

@@ -87,6 +87,39 @@ def test_sample_data_sources_for_the_sample_data_module(registry):
     assert sources[0]["nodeNames"] == ["EdgeFusionPhantom-MRI", "EdgeFusionPhantom-CT"]
 
 
+def test_the_real_mridir_pair_is_registered_with_its_licence_and_source(monkeypatch):
+    """The MRI-DIR sample (CC BY 4.0) lives in its own folder with its own registry, README and licence."""
+    folder = FOLDER / "MRIDIR"
+    registry = sampledata.read_registry(folder)
+    assert registry["licence"] == "CC-BY-4.0" and "MRI-DIR" in registry["provenance"]
+    for file_name, entry in registry["files"].items():
+        assert hashlib.sha256((folder / file_name).read_bytes()).hexdigest() == entry["sha256"], file_name
+    readme = (folder / "README.md").read_text(encoding="utf-8")
+    assert "CC BY 4.0" in readme and "Ger RB" in readme and "BinShrink" in readme
+    files = [folder / name for name in registry["files"]] + [folder / registry["samples"][0]["thumbnail"]]
+    assert sum(path.stat().st_size for path in files) < 4 * 1024 * 1024  # a few MB
+    monkeypatch.setattr(sampledata, "sample_data_folder", lambda: FOLDER)
+    names = [source["sampleName"] for source in sampledata.sample_data_sources()]
+    assert names == ["EdgeFusionPhantomMRCT", "EdgeFusionPhantomMRSPECT", "EdgeFusionMRIDIRPorcineMRCT"]
+    assert sampledata.sample_file("MRIDIR-Porcine-CT") == folder / "MRIDIR-Porcine-CT.nrrd"
+
+
+def test_the_mridir_sample_regenerates_from_the_shared_volumes():
+    import SimpleITK as sitk
+
+    source = REPO.parent / "shared" / "data" / "mridir"
+    if not (source / "MRIDIR-porcine-head-CT.nrrd").is_file():
+        pytest.skip("../shared/data/mridir is not here")
+    spec = importlib.util.spec_from_file_location("make_mridir_sample", REPO / "scripts" / "make_mridir_sample.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for name, image in module.make_images(source).items():
+        stored = sitk.ReadImage(str(FOLDER / "MRIDIR" / name))
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(stored), sitk.GetArrayFromImage(image))
+        np.testing.assert_allclose(stored.GetOrigin(), image.GetOrigin())
+        np.testing.assert_allclose(stored.GetDirection(), image.GetDirection())
+
+
 def test_sample_file_refuses_a_corrupted_file(tmp_path, registry):
     import json
     import shutil

@@ -288,8 +288,12 @@ def test_the_slice_views_in_the_browser_show_the_fused_voxels_and_scroll_togethe
     page = open_session(browser, url)
     load_sample(page, "MRI + SPECT phantom")
     choose_rule(page, "pixel-average")
+    # Two volumes without a shared DICOM frame of reference: aligned first unless the user unticks it.
+    assert page.get_by_test_id("align-checkbox").locator("input").is_checked()
     page.get_by_test_id("apply").click()
-    assert "made in" in wait_for_run_end(page)
+    status = wait_for_run_end(page)
+    assert "made in" in status and "Aligned first (rigid" in status
+    assert app.slicer.scene.GetFirstNodeByName("EdgeFusionPhantom-SPECT to EdgeFusionPhantom-MRI (registration)")
     fused = app.controller.settings.resultVolume
     red = next(view for view in app.slicer.view_manager.get_slice_views() if view.get_orientation() == "Axial")
     composite = app.slice_logic(red).GetSliceCompositeNode()

@@ -40,8 +40,9 @@ class FusionStatus:
     """What :meth:`BackgroundFusion.poll` reports."""
 
     state: str = "starting"  # "starting" | "running" | "finished" | "failed" | "cancelled"
-    slices_done: int = 0
+    slices_done: int = 0  # progress steps (alignment, then slices) done, of slices_total
     slices_total: int = 0
+    registration: str = ""  # summary line of the alignment, once it is done
     device: str = ""  # e.g. "cuda"
     device_name: str = ""  # e.g. "NVIDIA RTX A4000"
     seconds: float = 0.0  # fusion time reported by the worker
@@ -59,8 +60,10 @@ def default_launch(command: list[str]) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        encoding="utf-8",
+        errors="replace",  # a stray byte in a library's message must not stop the reader
         bufsize=1,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"},
     )
 
 
@@ -180,12 +183,20 @@ class BackgroundFusion:
         return self.status
 
     def result(self):
-        """The fused SimpleITK image of a finished job."""
+        """The ``FusionResult`` of a finished job: the fused image, and the alignment if there was one."""
         import SimpleITK as sitk
+
+        from EdgeFusionLib.registration import read_transform
+
+        from .logic import FusionResult
 
         if self.status.state != "finished":
             raise RuntimeError(f"no result: the fusion is {self.status.state}")
-        return sitk.ReadImage(str(self.job_folder / "fused.nrrd"))
+        fused = sitk.ReadImage(str(self.job_folder / "fused.nrrd"))
+        if not (self.job_folder / "registration.tfm").exists():
+            return FusionResult(fused)
+        summary = json.loads((self.job_folder / "registration.json").read_text(encoding="utf-8"))["summary"]
+        return FusionResult(fused, read_transform(self.job_folder / "registration.tfm"), summary)
 
     def close(self) -> None:
         """Stop the worker if it still runs and delete the job folder."""
@@ -217,6 +228,9 @@ class BackgroundFusion:
         kind, values = words[1], words[2:]
         if kind == "progress":
             self.status.slices_done, self.status.slices_total = int(values[0]), int(values[1])
+        elif kind == "registered":
+            summary = json.loads((self.job_folder / "registration.json").read_text(encoding="utf-8"))["summary"]
+            self.status.registration = summary
         elif kind == "device":
             self.status.device, self.status.device_name = values[0], " ".join(values[1:])
         elif kind == "done":

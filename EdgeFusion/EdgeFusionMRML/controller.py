@@ -35,9 +35,6 @@ from EdgeFusionLib.modality import MODALITIES  # noqa: E402  (the modality table
 #: Slice planes a fusion can run in ('auto': the MRI's acquisition plane), in the order offered.
 SLICE_PLANES = ("auto", "axial", "coronal", "sagittal")
 
-#: "Align to the MRI first" (issue 11): the registration choices a job can carry. Only 'none' runs
-#: until the registration MRML API lands; the controller refuses the others with a message.
-REGISTER_CHOICES = ("none",)
 
 APPLY_TEXT = "Apply"
 CANCEL_TEXT = "Cancel"
@@ -59,7 +56,8 @@ class FusionSettings:
     device - 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.
     batchSize - 0: the device's default.
     colourTable - colour node a greyscale SPECT/PET is fused through.
-    register - one of REGISTER_CHOICES.
+    register - align the second volume to the MRI first: 'auto' (by the command line's rule, see
+        ``VolumeFusionLogic.registration_choice``), 'none', 'rigid' or 'affine'.
     fusedOnTop, opacity - how the result is blended over the MRI in the slice views (opacity in [0, 1]).
     resultMriVolume, resultVolume - the last result and its MRI, which the Display controls act on.
     """
@@ -73,15 +71,15 @@ class FusionSettings:
     device: str = "auto"
     batchSize: int = 0
     colourTable: Any = None
-    register: str = "none"
+    register: str = "auto"
     fusedOnTop: bool = True
     opacity: float = 0.5
     resultMriVolume: Any = None
     resultVolume: Any = None
 
 
-#: The settings fields the Slicer parameter node must have (``register`` joins when issue 11 lands).
-PARAMETER_NODE_FIELDS = tuple(field.name for field in dataclasses.fields(FusionSettings) if field.name != "register")
+#: The settings fields the Slicer parameter node must have.
+PARAMETER_NODE_FIELDS = tuple(field.name for field in dataclasses.fields(FusionSettings))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +92,8 @@ class PanelView:
     apply_tooltip: str
     inputs_enabled: bool  #: False while a fusion runs
     colour_table_enabled: bool  #: the colour table applies (greyscale SPECT/PET)
+    align_checked: bool  #: "Align to the MRI first" is on (the second volume will be registered)
+    align_tooltip: str  #: why it is on or off
     status: str  #: the status line
     progress: tuple[int, int] | None  #: (slices done, slices in total), (0, 0) while starting; None: no run
 
@@ -190,6 +190,7 @@ class FusionController:
         else:
             self.status = f"Choose the modality of '{node.GetName()}': {guess.reason}."
         self.settings.colourTable = self.logic.fusion_colour_node(node)
+        self.settings.register = "auto"  # a new pair: align it or not by the rule again
 
     def select_default_inputs(self) -> None:
         """With no input chosen: the first volume of a known CT/SPECT/PET modality as the second input, another as MRI."""
@@ -216,10 +217,28 @@ class FusionController:
         """Why Apply cannot fuse the chosen inputs, as one sentence; None when it can."""
         settings = self.settings
         problem = self.logic.validate_inputs(settings.mriVolume, settings.otherVolume, settings.modality, settings.outputVolume)
-        # The parameter node has no 'register' field until issue 11 lands: it never registers.
-        if problem is None and choice_value(getattr(settings, "register", "none")) not in REGISTER_CHOICES:
-            problem = "Registration is not available in this version; choose 'none'."
+        if problem is None:
+            alignment, why = self._alignment()
+            problem = why if alignment is None else None
         return problem
+
+    def _alignment(self) -> tuple[str | None, str]:
+        """(the registration a run would do, why); (None, the problem) when the choice cannot run."""
+        from EdgeFusionLib.errors import InputError
+
+        from .logic import as_sentence
+
+        settings = self.settings
+        if settings.mriVolume is None or settings.otherVolume is None:
+            return "none", ""
+        try:
+            return self.logic.registration_choice(settings.mriVolume, settings.otherVolume, choice_value(settings.register))
+        except InputError as error:
+            return None, as_sentence(str(error))
+
+    def set_align(self, align: bool) -> None:
+        """The "Align to the MRI first" checkbox: register rigidly, or fuse the volumes as they are placed."""
+        self.settings.register = "rigid" if align else "none"
 
     def colour_table_applies(self) -> bool:
         """The colour table is used: a greyscale second volume of a modality shown in colour (SPECT, PET)."""
@@ -244,10 +263,13 @@ class FusionController:
                 apply_tooltip=CANCEL_TOOLTIP,
                 inputs_enabled=False,
                 colour_table_enabled=self.colour_table_applies(),
+                align_checked=run.job.options.registration != "none",
+                align_tooltip=run.job.registration_reason,
                 status=self.status,
                 progress=(status.slices_done, status.slices_total),
             )
         problem = self.problem()
+        alignment, why = self._alignment()
         return PanelView(
             problem=problem,
             apply_text=APPLY_TEXT,
@@ -255,6 +277,8 @@ class FusionController:
             apply_tooltip=problem or APPLY_TOOLTIP,
             inputs_enabled=True,
             colour_table_enabled=self.colour_table_applies(),
+            align_checked=alignment not in (None, "none"),
+            align_tooltip=why,
             status=self.status,
             progress=None,
         )
@@ -279,6 +303,7 @@ class FusionController:
             batch_size=settings.batchSize or None,
             colour_node=settings.colourTable if self.colour_table_applies() else None,
             output_node=settings.outputVolume,
+            registration=choice_value(settings.register),
         )
 
     def apply(self) -> None:
@@ -302,8 +327,12 @@ class FusionController:
         if run is None:
             return None
         status = run.poll()
-        if status.slices_total and not run.cancel_requested:
-            self.status = f"Fusing on {status.device_name or status.device}..."
+        if not run.cancel_requested:
+            aligning = run.job.options.registration != "none" and not status.registration
+            if aligning:
+                self.status = f"Aligning to the MRI ({run.job.options.registration})..."
+            elif status.slices_total:
+                self.status = f"Fusing on {status.device_name or status.device}..."
         if not status.is_over:
             return None
         return self._finish(run, status)
@@ -329,6 +358,8 @@ class FusionController:
                 fused = self.logic.finish(run.job, run.result(), {"Device": device, "Seconds": f"{seconds:.1f}"})
                 self.show_result(self.logic.scene.GetNodeByID(run.job.mri_node_id), fused)
                 self.status = f"'{fused.GetName()}' made in {seconds:.1f} s on {device}."
+                if status.registration:
+                    self.status += f" Aligned first ({status.registration}); the transform is in the Transforms module."
                 return RunEnd("finished", self.status, fused)
             if status.state == "cancelled":
                 self.status = "Cancelled; the scene was not changed."

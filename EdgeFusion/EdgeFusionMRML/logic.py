@@ -5,8 +5,11 @@ background process (see :mod:`EdgeFusionMRML.background`):
 
 1. :meth:`VolumeFusionLogic.prepare` checks the inputs and copies everything the
    fusion needs out of the scene (voxels, geometry, colours) into a :class:`FusionJob`;
-2. :meth:`VolumeFusionLogic.run` fuses the job's images (``EdgeFusionLib.fusion.pipeline.fuse_images``);
-3. :meth:`VolumeFusionLogic.finish` writes the fused image into a volume node.
+2. :meth:`VolumeFusionLogic.run` aligns the other image to the MRI when the job says so, and fuses
+   the two (``EdgeFusionLib.fusion.pipeline.fuse_images``);
+3. :meth:`VolumeFusionLogic.finish` writes the fused image into a volume node and, after an
+   alignment, adds the registration as a linear transform node with a copy of the other volume
+   under it (so it can be inspected or adjusted in the Transforms module).
 
 Only step 3 changes the scene, and only after the fusion succeeded: a run that
 fails or is cancelled leaves the scene exactly as it was. Input nodes are never
@@ -56,12 +59,22 @@ class FusionJob:
     modality: str  # "ct" | "spect" | "pet"
     mri_image: object  # SimpleITK.Image, scalar
     other_image: object  # SimpleITK.Image, scalar, or RGB for colour SPECT/PET
-    options: object  # EdgeFusionLib.fusion.options.FusionOptions (colour table and range included)
+    options: object  # EdgeFusionLib.fusion.options.FusionOptions (colour table, range, registration included)
     colour_name: str | None = None  # name of the colour node the table came from
+    registration_reason: str = ""  # why options.registration ('none', 'rigid', 'affine') was chosen
 
     @property
     def produces_rgb(self) -> bool:
         return MODALITIES[self.modality].shown_in_colour
+
+
+@dataclasses.dataclass
+class FusionResult:
+    """What :meth:`VolumeFusionLogic.run` (or a worker process) gives back for :meth:`VolumeFusionLogic.finish`."""
+
+    image: object  # the fused SimpleITK image, on the MRI's grid
+    transform: object = None  # SimpleITK transform from the MRI's frame to the other's, when it was aligned
+    registration_summary: str = ""  # one line: kind, metric, rotation, translation, time
 
 
 def modality_entry(modality: str | None) -> Modality | None:
@@ -209,6 +222,35 @@ class VolumeFusionLogic:
 
         return guess_modality(self.dicom_modality_code(node), node.GetName() or "")
 
+    def frame_of_reference_uid(self, node) -> str:
+        """The DICOM FrameOfReferenceUID of the node's series; '' when it was not loaded from DICOM.
+
+        Read from Slicer's DICOM database (the desktop application's), through the instance UIDs
+        that the DICOM importer records on the node.
+        """
+        import slicer
+
+        instance_uids = (node.GetAttribute("DICOM.instanceUIDs") or "").split()
+        database = getattr(slicer, "dicomDatabase", None)
+        if not instance_uids or database is None:
+            return ""
+        file_name = database.fileForInstance(instance_uids[0])
+        return (database.fileValue(file_name, "0020,0052") or "").strip() if file_name else ""
+
+    def registration_choice(self, mri_node, other_node, requested: str = "auto") -> tuple[str, str]:
+        """('none' | 'rigid' | 'affine', why) for aligning ``other_node`` to ``mri_node`` (no voxel is read).
+
+        The command line's rule (``EdgeFusionLib.registration.decide_registration``): 'auto' aligns
+        rigidly unless both series share a DICOM frame of reference or a volume is a single slice.
+        Raises ``InputError`` for a choice that cannot run (e.g. rigid for a single slice).
+        """
+        from EdgeFusionLib.registration import decide_registration
+
+        flat = next((f"volume '{node.GetName()}'" for node in (mri_node, other_node)
+                     if min(node.GetImageData().GetDimensions()) == 1), None)
+        return decide_registration(requested, flat=flat, mri_frame=self.frame_of_reference_uid(mri_node),
+                                   other_frame=self.frame_of_reference_uid(other_node))
+
     @staticmethod
     def axis_for_plane(mri_node, plane: str | None) -> int | None:
         """Numpy axis of the MRI's voxel array whose slices lie in ``plane`` ('axial', 'coronal', 'sagittal').
@@ -263,12 +305,15 @@ class VolumeFusionLogic:
         batch_size: int | None = None,
         colour_node=None,
         output_node=None,
+        registration: str = "none",
     ) -> FusionJob:
         """Check the inputs and copy what the fusion needs out of the scene.
 
         ``colour_node`` (SPECT/PET given as a scalar volume) is the colour table the
         volume is mapped through before fusion; None uses the one the slice viewers
         show it with. The mapping is stretched over the volume's display window.
+        ``registration``: 'auto', 'none', 'rigid' or 'affine' (see :meth:`registration_choice`);
+        the job carries the resolved choice.
         Raises ``EdgeFusionLib.errors.InputError`` with a one-line message.
         """
         from EdgeFusionLib.errors import InputError
@@ -290,9 +335,10 @@ class VolumeFusionLogic:
             colour_name = colour_node.GetName()
             if not colour_range[1] > colour_range[0]:
                 raise InputError(f"The {other_modality.label} volume '{other_node.GetName()}' has a single intensity; there is nothing to show in colour.")
-        options = FusionOptions(method=method, axis=axis, device=device, batch_size=batch_size,
-                                colour_table=colour_table, colour_range=colour_range)
         try:
+            registration, registration_reason = self.registration_choice(mri_node, other_node, registration)
+            options = FusionOptions(method=method, axis=axis, device=device, batch_size=batch_size,
+                                    colour_table=colour_table, colour_range=colour_range, registration=registration)
             options.check(other_modality.name)
         except InputError as error:
             raise InputError(as_sentence(str(error))) from None
@@ -317,27 +363,37 @@ class VolumeFusionLogic:
             other_image=other_image,
             options=options,
             colour_name=colour_name,
+            registration_reason=registration_reason,
         )
 
     @staticmethod
-    def run(job: FusionJob, progress: ProgressCallback | None = None, cancel: CancelCallback | None = None, model=None):
-        """Fuse the job's images in this process; returns the fused SimpleITK image (MRI grid).
+    def run(job: FusionJob, progress: ProgressCallback | None = None, cancel: CancelCallback | None = None,
+            model=None) -> FusionResult:
+        """Align (when the job says so) and fuse the job's images in this process.
 
         ``model`` overrides the bundled weights (tests use a small untrained network).
-        Raises ``EdgeFusionLib.errors.FusionCancelled`` when ``cancel()`` returns True.
+        Raises ``EdgeFusionLib.errors.FusionCancelled`` when ``cancel()`` returns True, and
+        ``InputError`` for a registration that failed (nothing is changed either way).
         """
         from EdgeFusionLib.fusion.pipeline import fuse_images
 
-        return fuse_images(job.mri_image, job.other_image, job.modality, **job.options.arguments(), model=model,
-                           progress=progress, cancel=cancel)
+        aligned = []
+        image = fuse_images(job.mri_image, job.other_image, job.modality, **job.options.arguments(), model=model,
+                            progress=progress, cancel=cancel, registered=aligned.append)
+        registration = aligned[0] if aligned else None
+        if registration is None:
+            return FusionResult(image)
+        return FusionResult(image, registration.transform, registration.summary())
 
-    def finish(self, job: FusionJob, fused_image, details: dict[str, str] | None = None):
+    def finish(self, job: FusionJob, result: FusionResult, details: dict[str, str] | None = None):
         """Write the fused image into the output volume node (created and added to the scene here).
 
         The node gets the MRI's geometry and parent transform, and joins the MRI's study
         in the subject hierarchy. ``details`` (e.g. device, time) are stored as node
-        attributes next to the method and inputs. If anything fails, a node created here
-        is removed again and an existing output node is put back as it was.
+        attributes next to the method and inputs. After an alignment, a linear transform node
+        (the registration) is added under the MRI's parent transform, with a copy of the other
+        volume under it (:meth:`_add_aligned_copy`). If anything fails, the nodes created here are
+        removed again and an existing output node is put back as it was.
         """
         import SimpleITK as sitk
         import vtk
@@ -346,6 +402,7 @@ class VolumeFusionLogic:
         from EdgeFusionLib.errors import InputError
 
         scene = self.scene
+        fused_image = result.image
         mri_node = scene.GetNodeByID(job.mri_node_id)
         if mri_node is None:
             raise InputError("The MRI volume was removed from the scene during the fusion; nothing was created.")
@@ -365,7 +422,12 @@ class VolumeFusionLogic:
             output_node = slicer.vtkMRMLVectorVolumeNode() if is_rgb else slicer.vtkMRMLScalarVolumeNode()
             restore_output = None
 
+        added_nodes = []
         try:
+            if result.transform is not None:
+                added_nodes = self._add_aligned_copy(job, result, mri_node)
+                details = {"Registration": result.registration_summary, "RegistrationTransform": added_nodes[0].GetName(),
+                           **(details or {})}
             output_node.SetIJKToRASMatrix(volumes.array_to_matrix(volumes.ijk_to_ras(mri_node)))
             # A new image object: an existing output's old one stays untouched, for restore_output.
             output_node.SetAndObserveImageData(vtk.vtkImageData())
@@ -387,8 +449,51 @@ class VolumeFusionLogic:
                 restore_output()
             elif output_node.GetScene() is not None:
                 self._remove_with_display_nodes(output_node)
+            for node in reversed(added_nodes):
+                self._remove_with_display_nodes(node)
             raise
         return output_node
+
+    def _add_aligned_copy(self, job: FusionJob, result: FusionResult, mri_node) -> list:
+        """Add the registration's transform node and, under it, a copy of the other volume; returns both.
+
+        The transform node sits under the MRI's parent transform; the copy holds the other volume as
+        it was fused (its own parent transforms hardened) and is moved onto the MRI by the transform,
+        so editing the transform in the Transforms module moves it, and fusing the copy with
+        'Align to the MRI first' off fuses it as adjusted. The input nodes are not touched.
+        """
+        import SimpleITK as sitk
+
+        import slicer
+
+        scene = self.scene
+        other_node = scene.GetNodeByID(job.other_node_id)
+        other_name = other_node.GetName() if other_node is not None else "other volume"
+        added = []
+        transform_node = slicer.vtkMRMLLinearTransformNode()
+        transform_node.SetName(scene.GenerateUniqueName(f"{other_name} to {mri_node.GetName()} (registration)"))
+        # ITK's transform maps MRI points to the other's points: Slicer's "from parent" direction.
+        transform_node.SetMatrixTransformFromParent(volumes.array_to_matrix(volumes.ras_matrix_of_sitk_transform(result.transform)))
+        scene.AddNode(transform_node)
+        added.append(transform_node)
+        transform_node.SetAndObserveTransformNodeID(mri_node.GetTransformNodeID())
+
+        other_image = job.other_image
+        is_rgb = other_image.GetNumberOfComponentsPerPixel() > 1
+        copy_node = slicer.vtkMRMLVectorVolumeNode() if is_rgb else slicer.vtkMRMLScalarVolumeNode()
+        copy_node.SetName(scene.GenerateUniqueName(f"{other_name} (aligned)"))
+        copy_node.SetIJKToRASMatrix(volumes.array_to_matrix(volumes.ijk_to_ras_from_sitk(other_image)))
+        scene.AddNode(copy_node)
+        added.append(copy_node)
+        slicer.util.updateVolumeFromArray(copy_node, sitk.GetArrayFromImage(other_image))
+        copy_node.SetAndObserveTransformNodeID(transform_node.GetID())
+        copy_node.CreateDefaultDisplayNodes()
+        source_display = other_node.GetDisplayNode() if other_node is not None else None
+        if source_display is not None and not is_rgb:
+            # Shown like the original (colour table, window), so the two can be compared.
+            copy_node.GetDisplayNode().CopyContent(source_display)
+        self._place_beside(copy_node, mri_node)
+        return added
 
     def _restorer(self, output_node) -> Callable[[], None]:
         """A function that undoes what :meth:`finish` changes on an existing output node (keep the two in step)."""
@@ -431,12 +536,11 @@ class VolumeFusionLogic:
 
         A vtkMRMLScalarVolumeNode (values in [0, 1]) for CT, a vtkMRMLVectorVolumeNode
         (RGB, uint8) for SPECT/PET. ``options`` are those of :meth:`prepare` (method, axis,
-        device, batch_size, colour_node, output_node); ``progress``, ``cancel`` and
+        device, batch_size, colour_node, output_node, registration); ``progress``, ``cancel`` and
         ``model`` those of :meth:`run`.
         """
         job = self.prepare(mri_node, other_node, modality, **options)
-        fused_image = self.run(job, progress=progress, cancel=cancel, model=model)
-        return self.finish(job, fused_image)
+        return self.finish(job, self.run(job, progress=progress, cancel=cancel, model=model))
 
     # ---------------------------------------------------------------- scene helpers
 

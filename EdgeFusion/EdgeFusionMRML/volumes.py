@@ -81,6 +81,14 @@ def ijk_to_ras_from_sitk(image) -> np.ndarray:
     return matrix
 
 
+def ras_matrix_of_sitk_transform(transform) -> np.ndarray:
+    """The 4x4 RAS matrix of a rigid or affine SimpleITK transform (ITK's LPS matrix with x and y flipped)."""
+    from EdgeFusionLib.registration import homogeneous_matrix
+
+    flip = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS, its own inverse
+    return flip @ homogeneous_matrix(transform) @ flip
+
+
 def sitk_image_from_volume(volume_node):
     """The node's voxels and geometry as a SimpleITK image, ignoring any parent transform."""
     return sitk_image_from_array(voxel_array(volume_node), ijk_to_ras(volume_node), number_of_components(volume_node) > 1)

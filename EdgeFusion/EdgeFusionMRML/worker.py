@@ -1,13 +1,15 @@
 """Runs one fusion job in a separate Python process (started by :mod:`EdgeFusionMRML.background`).
 
 Usage: ``python worker.py JOB_FOLDER``. The folder holds ``job.json`` (the modality and
-``FusionOptions.to_json()``, colour table included), and ``mri.nrrd`` and ``other.nrrd``
-(already in the MRI's frame). The worker writes ``fused.nrrd`` on success or
+``FusionOptions.to_json()``, colour table and registration included), and ``mri.nrrd`` and
+``other.nrrd`` (already in the MRI's frame). The worker writes ``fused.nrrd`` on success, after an
+alignment also ``registration.tfm`` (ITK) and ``registration.json`` (its summary), or
 ``error.json`` (``{"kind": "input" | "cancelled" | "internal", "message": ...}``)
 otherwise, and reports on stdout, one message per line::
 
     EDGEFUSION device <device> <device name>
-    EDGEFUSION progress <slices done> <slices in total>
+    EDGEFUSION progress <steps done> <steps in total>
+    EDGEFUSION registered             (the summary is in registration.json)
     EDGEFUSION done <seconds>
 
 Cancelling: the parent creates the file ``cancel`` in the job folder; the worker
@@ -51,10 +53,20 @@ def run(job_folder: Path) -> int:
     from EdgeFusionLib.errors import FusionCancelled, InputError
     from EdgeFusionLib.fusion.options import FusionOptions
     from EdgeFusionLib.fusion.pipeline import fuse_images
-    from EdgeFusionLib.io.files import atomic_path
+    from EdgeFusionLib.io.files import atomic_path, write_json_atomic
+    from EdgeFusionLib.registration import write_transform
 
     cancel_file = job_folder / "cancel"
     start = time.perf_counter()
+
+    def registered(registration) -> None:
+        if registration is None:  # the job did not ask for an alignment
+            return
+        write_transform(registration, job_folder / "registration.tfm")
+        write_json_atomic(job_folder / "registration.json", {"summary": registration.summary(), **registration.to_json()})
+        # The summary (with its degree sign) is read from the UTF-8 file: the pipe's encoding is the launcher's.
+        report("registered")
+
     try:
         options = FusionOptions.from_json(parameters["options"])
         device = resolve_device(options.device)
@@ -66,6 +78,7 @@ def run(job_folder: Path) -> int:
             **options.arguments(),
             progress=lambda done, total: report("progress", done, total),
             cancel=cancel_file.exists,
+            registered=registered,
         )
         # The parent never reads half a file.
         with atomic_path(job_folder / "fused.nrrd") as temporary:

@@ -51,8 +51,8 @@ def fuse_pair(row_json: dict) -> dict:
         expected = fingerprint(row, method.name, weights_sha256, engine.device)
         if is_up_to_date(row.output, expected):
             return _result(row, SKIPPED, started, device)
-        fused = _fuse(row, engine)
-        _write(row, fused, expected, engine.device, started)
+        fused, registration = _fuse(row, engine)
+        _write(row, fused, registration, expected, engine.device, started)
     except InputError as error:
         return _result(row, FAILED, started, device, str(error))
     except OSError as error:  # e.g. an input deleted since the rows were checked, an output folder gone read-only
@@ -99,28 +99,33 @@ def _engine(task: str, method: str, device: str, batch_size: int | None, weights
 
 
 def _fuse(row: CohortRow, engine):
-    """The fused image, as ``edgefusion fuse`` makes it for the same pair and options."""
-    from ..fusion.pipeline import fuse_prepared, prepare_inputs
+    """(the fused image, the Registration or None), as ``edgefusion fuse`` makes them for the same pair and options."""
+    from ..fusion.pipeline import align_to_mri, fuse_prepared, prepare_inputs
     from ..io.images import check_output_format, read_image
     from ..modality import check_modality
 
     arguments = row.options.arguments()
-    for chosen_by_the_engine in ("method", "device", "batch_size"):
-        del arguments[chosen_by_the_engine]
+    for chosen_by_the_engine_or_here in ("method", "device", "batch_size", "registration"):
+        del arguments[chosen_by_the_engine_or_here]
     mri = read_image(row.mri, "MRI")
     check_output_format(row.output, mri)  # a volume cannot become a PNG: say so before the work
     other = read_image(row.other, check_modality(row.modality).label)
+    other, registration, _ = align_to_mri(mri, other, row.modality, row.options.registration)
     mri, other = prepare_inputs(mri, other, row.modality, arguments["colour_table"])
-    return fuse_prepared(mri, other, row.modality, engine, **arguments)
+    return fuse_prepared(mri, other, row.modality, engine, **arguments), registration
 
 
-def _write(row: CohortRow, fused, expected: dict, device: str, started: float) -> None:
-    """Output first, then its sidecar, each atomically: a sidecar never vouches for a file that is not complete."""
+def _write(row: CohortRow, fused, registration, expected: dict, device: str, started: float) -> None:
+    """Output (and its transform) first, then its sidecar, each atomically: a sidecar never vouches for a file
+    that is not complete."""
     from ..io.images import write_image
+    from ..registration import transform_path_for, write_transform
 
     row.output.parent.mkdir(parents=True, exist_ok=True)
     # Leftovers of an attempt whose worker was killed while writing: this task is now the only writer.
     for leftover in partial_files_of(row.output) + partial_files_of(sidecar_path(row.output)):
         leftover.unlink(missing_ok=True)
     write_image(fused, row.output)
-    write_sidecar(row.output, row, expected, device, time.perf_counter() - started)
+    if registration is not None:
+        write_transform(registration, transform_path_for(row.output))
+    write_sidecar(row.output, row, expected, device, time.perf_counter() - started, registration)

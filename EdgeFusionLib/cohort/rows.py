@@ -11,7 +11,7 @@ other      yes       the CT, SPECT or PET of the same patient, same formats
 modality   yes       ct, spect or pet (the modality of ``other``)
 output     no        the fused file (.nii.gz, .nii, .nrrd, .mha, .png, .tif); default below
 method     no        a fusion method (``edgefusion info``); default: ``--method``, else the task's default
-register   no        none or empty (the only value this version accepts, see :data:`REGISTER_VALUES`)
+register   no        auto, none, rigid or affine (as ``fuse --register``); default: the command's ``--register``
 =========  ========  ======================================================================
 
 Paths in ``mri`` and ``other`` are relative to the CSV's folder; a relative ``output`` is relative
@@ -45,11 +45,6 @@ from .sidecar import sidecar_path
 REQUIRED_COLUMNS = ("mri", "other", "modality")
 OPTIONAL_COLUMNS = ("output", "method", "register")
 
-#: ``register`` values this version accepts. Registration (``EdgeFusionLib/registration``) is not
-#: part of this version yet; when it is, its ``REGISTER_CHOICES`` replace this tuple and the worker
-#: registers before fusing. Until then a pair must already be registered.
-REGISTER_VALUES = ("none",)
-
 #: Appended to the MRI's stem for the default output name.
 DEFAULT_OUTPUT_TAG = "_fused"
 
@@ -63,19 +58,18 @@ class CohortRow:
     other: Path
     modality: str
     output: Path
-    options: FusionOptions
-    register: str = "none"
+    options: FusionOptions  # registration included (the row's register column)
 
     def to_json(self) -> dict:
         """What a worker needs, as plain JSON values (:meth:`from_json` gives the row back)."""
         return {"line": self.line, "mri": str(self.mri), "other": str(self.other), "modality": self.modality,
-                "output": str(self.output), "options": self.options.to_json(), "register": self.register}
+                "output": str(self.output), "options": self.options.to_json()}
 
     @classmethod
     def from_json(cls, values: dict) -> CohortRow:
         return cls(line=values["line"], mri=Path(values["mri"]), other=Path(values["other"]),
                    modality=values["modality"], output=Path(values["output"]),
-                   options=FusionOptions.from_json(values["options"]), register=values["register"])
+                   options=FusionOptions.from_json(values["options"]))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,13 +170,10 @@ def _parse_row(line: int, values: dict[str, str], base: Path, out_dir: Path, def
     if not values["modality"]:
         raise InputError("the modality column is empty; write ct, spect or pet")
     modality = check_modality(values["modality"]).name
-    options = dataclasses.replace(defaults, method=values.get("method") or defaults.method)
+    options = dataclasses.replace(defaults, method=values.get("method") or defaults.method,
+                                  registration=(values.get("register") or defaults.registration).lower())
     # A device named for cluster workers may not exist on this machine: check everything else here.
     (options if check_device else dataclasses.replace(options, device="cpu")).check(modality)
-    register = (values.get("register") or "none").lower()
-    if register not in REGISTER_VALUES:
-        raise InputError(f"register {values['register']!r} is not available in this version (pairs must be registered "
-                         f"already); write {' or '.join(REGISTER_VALUES)} or leave it empty")
     output = out_dir / values["output"] if values.get("output") else default_output(inputs["mri"], base, out_dir)
     output = Path(os.path.abspath(output))
     if full_suffix(output) not in WRITE_SUFFIXES:
@@ -190,7 +181,7 @@ def _parse_row(line: int, values: dict[str, str], base: Path, out_dir: Path, def
     if output.is_dir():
         raise InputError(f"output path is a folder: {output}")
     check_output_folder(output.parent)
-    return CohortRow(line, inputs["mri"], inputs["other"], modality, output, options, register)
+    return CohortRow(line, inputs["mri"], inputs["other"], modality, output, options)
 
 
 def default_output(mri: Path, base: Path, out_dir: Path) -> Path:

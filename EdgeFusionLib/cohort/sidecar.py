@@ -1,8 +1,8 @@
 """The sidecar JSON beside each cohort output: what made it, and whether a rerun may keep it.
 
 ``OUT.nii.gz`` gets ``OUT.nii.gz.json``. Its ``fingerprint`` holds everything that decides the
-output's bytes (EdgeFusion version, sha256 of both inputs, modality, fusion options, the method
-actually used, registration, weights sha256, device type); ``output.sha256`` is the output's own.
+output's bytes (EdgeFusion version, sha256 of both inputs, modality, fusion options (registration
+included), the method actually used, weights sha256, device type); ``output.sha256`` is the output's own.
 A rerun keeps an output only when the fingerprint it would record is the one on disk AND the
 output still has the recorded sha256; anything else (no sidecar, an edited input, other options
 or weights, a truncated or replaced output) is fused again.
@@ -17,6 +17,7 @@ from pathlib import Path
 from .. import __version__
 from ..devices import device_type
 from ..io.files import sha256_of, update_sha256, write_json_atomic
+from ..registration import transform_path_for
 
 SIDECAR_SUFFIX = ".json"
 
@@ -53,7 +54,6 @@ def fingerprint(row, method: str, weights_sha256: str | None, device: str) -> di
         "modality": row.modality,
         "options": row.options.to_json(),
         "method": method,
-        "register": row.register,
         "weights_sha256": weights_sha256,
         "device_type": device_type(device),
     }
@@ -73,8 +73,8 @@ def is_up_to_date(output: Path | str, expected: dict) -> bool:
     return isinstance(recorded, dict) and recorded.get("sha256") == sha256_of(output)
 
 
-def write_sidecar(output: Path | str, row, expected: dict, device: str, seconds: float) -> dict:
-    """Write (atomically) and return the sidecar of a finished ``output``."""
+def write_sidecar(output: Path | str, row, expected: dict, device: str, seconds: float, registration=None) -> dict:
+    """Write (atomically) and return the sidecar of a finished ``output`` (``registration``: the alignment, if one ran)."""
     output = Path(output)
     record = {
         "fingerprint": expected,
@@ -83,5 +83,8 @@ def write_sidecar(output: Path | str, row, expected: dict, device: str, seconds:
         "device": device,
         "seconds": round(seconds, 3),
     }
+    if registration is not None:
+        record["registration"] = {"summary": registration.summary(), "transform": str(transform_path_for(output)),
+                                  **registration.to_json()}
     write_json_atomic(sidecar_path(output), record)
     return record

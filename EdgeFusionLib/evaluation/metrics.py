@@ -340,7 +340,7 @@ class _PatchDistributions(NamedTuple):
     sd: np.ndarray
     entropy: np.ndarray
 
-    def columns(self, selection: np.ndarray) -> "_PatchDistributions":
+    def columns(self, selection: np.ndarray) -> _PatchDistributions:
         return _PatchDistributions(
             self.pdf[:, selection], self.cdf[:, selection], self.sd[selection], self.entropy[selection]
         )
@@ -841,10 +841,6 @@ def compute_metrics(
         raise ValueError(f"unknown metric {', '.join(unknown)}; choose from {', '.join(registry)}")
     fused, a, b = _checked(fused, a, b)
     return {name: float(registry[name](fused, a, b)) for name in names}
-
-
-# The name used in docs/API_CONTRACT.md.
-compute_all = compute_metrics
 
 
 def mean_rank(table: Mapping[str, Mapping[str, float]], names: Sequence[str] | None = None) -> dict[str, float]:

@@ -26,6 +26,8 @@ class FusionOptions:
     colour_table: (K, 3) colours in [0, 1] a scalar SPECT/PET is shown through, fused as colour.
     colour_range: the (low, high) values the colour table is stretched over; None: the counts window.
     ct_window:    (low, high) of a CT in its own units; None: ``intensity.window_for``'s default.
+    registration: one of ``registration.REGISTRATION_CHOICES``: 'auto' (rigid unless both images
+                  share a DICOM frame of reference or are 2D), 'none', 'rigid' or 'affine'.
     """
 
     method: str | None = None
@@ -35,6 +37,7 @@ class FusionOptions:
     colour_table: np.ndarray | None = dataclasses.field(default=None, compare=False)
     colour_range: tuple[float, float] | None = None
     ct_window: tuple[float, float] | None = None
+    registration: str = "auto"
 
     def __post_init__(self):
         # Frozen: normalise through object.__setattr__. 0 is how forms say "the default".
@@ -57,9 +60,11 @@ class FusionOptions:
         """
         from ..devices import default_batch_size, resolve_device
         from ..modality import check_modality
+        from ..registration import check_choice
         from .intensity import IntensityWindow
         from .methods import get_method
 
+        check_choice(self.registration)
         if self.method is not None:
             get_method(self.method)
         if self.axis not in (None, 0, 1, 2):

@@ -8,6 +8,7 @@ MRI's geometry (size, spacing, origin, direction).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import numpy as np
 
@@ -64,7 +65,8 @@ def prepare_inputs(mri, other, modality: str, colour_table: np.ndarray | None = 
 def fuse_images(mri, other, modality: str, *, method: str | None = None, axis: int | None = None,
                 device: str = "auto", batch_size: int | None = None, model=None,
                 colour_table: np.ndarray | None = None, colour_range: tuple[float, float] | None = None,
-                ct_window: tuple[float, float] | None = None,
+                ct_window: tuple[float, float] | None = None, registration: str = "none",
+                registered: Callable | None = None,
                 progress: ProgressCallback | None = None, cancel: CancelCallback | None = None):
     """Fuse an MRI with a CT, SPECT or PET image or volume (SimpleITK images).
 
@@ -75,15 +77,66 @@ def fuse_images(mri, other, modality: str, *, method: str | None = None, axis: i
                   ``colour_range`` = the displayed (low, high) values (default: the counts window).
     ct_window:    (low, high) of a CT in its own units (default: -100..200 HU for a CT in
                   Hounsfield units, see ``intensity.window_for``).
+    registration: one of ``registration.REGISTRATION_CHOICES`` ('none' by default: the pair is
+                  placed by its headers); 'auto' registers rigidly unless both images share a
+                  DICOM frame of reference or are 2D. ``registered(Registration)`` is called with
+                  the result before fusion starts (with None when no registration ran).
+    progress:     ``progress(done, total)``; with a registration, it covers the registration
+                  first (``REGISTRATION_SHARE`` of ``PROGRESS_TOTAL``) and then the fusion.
     Returns a float32 image in [0, 1] (grey) or a uint8 RGB vector image (colour input),
-    with the MRI's geometry. Raises InputError before any work for bad input and
-    FusionCancelled when ``cancel()`` returns True.
+    with the MRI's geometry. Raises InputError before any work for bad input (RegistrationError
+    for a pair that cannot be registered or a refused registration) and FusionCancelled when
+    ``cancel()`` returns True.
     """
     # The engine first: an unknown method or device, or missing weights, is refused before resampling.
     engine = FusionEngine(method, check_modality(modality).task, device, batch_size, model)
+    other, result, progress = align_to_mri(mri, other, modality, registration, progress=progress, cancel=cancel)
+    if registered is not None:
+        registered(result)
     mri, other = prepare_inputs(mri, other, modality, colour_table)
     return fuse_prepared(mri, other, modality, engine, axis=axis, colour_table=colour_table,
                          colour_range=colour_range, ct_window=ct_window, progress=progress, cancel=cancel)
+
+
+def align_to_mri(mri, other, modality: str, registration: str, *, progress: ProgressCallback | None = None,
+                 cancel: CancelCallback | None = None):
+    """(other, Registration or None, progress for the fusion): ``other`` registered onto the MRI's grid when
+    ``registration`` (see :func:`fuse_images`) resolves to rigid or affine, else unchanged.
+
+    The progress callback returned reports the fusion after the registration's share.
+    """
+    from ..registration import register, resolve_registration
+
+    kind, _ = resolve_registration(registration, mri, other)
+    if kind == "none":
+        return other, None, progress
+    result = register(mri, other, kind, label=check_modality(modality).label, cancel=cancel,
+                      progress=None if progress is None else _registration_progress(progress))
+    return _resampled(other, mri, result.transform), result, None if progress is None else _fusion_progress(progress)
+
+
+PROGRESS_TOTAL = 1000  # progress units of a fusion with registration
+REGISTRATION_SHARE = 0.5  # of them, the registration's
+
+
+def _registration_progress(progress: ProgressCallback):
+    return lambda fraction: progress(round(fraction * REGISTRATION_SHARE * PROGRESS_TOTAL), PROGRESS_TOTAL)
+
+
+def _fusion_progress(progress: ProgressCallback):
+    start = REGISTRATION_SHARE * PROGRESS_TOTAL
+    return lambda done, total: progress(round(start + (PROGRESS_TOTAL - start) * done / total), PROGRESS_TOTAL)
+
+
+def _resampled(other, mri, transform):
+    """``other`` on the MRI grid through ``transform`` (linear; outside: its minimum), metadata kept."""
+    sitk = _sitk()
+    values = sitk.GetArrayViewFromImage(other)
+    background = float(values.min()) if other.GetNumberOfComponentsPerPixel() == 1 else 0.0
+    moved = sitk.Resample(other, mri, transform, sitk.sitkLinear, background, other.GetPixelID())
+    for key in other.GetMetaDataKeys():
+        moved.SetMetaData(key, other.GetMetaData(key))
+    return moved
 
 
 def fuse_prepared(mri, other, modality: str, engine: FusionEngine, *, axis: int | None = None,

@@ -42,8 +42,8 @@ def nuclear_norms(maps: torch.Tensor) -> torch.Tensor:
 @contextlib.contextmanager
 def _single_threaded(device: torch.device):
     """One CPU thread for small batched LAPACK calls: MKL's threaded eigensolver gains nothing on
-    256x256 matrices and, when another process holds a core, its spinning threads made it 300-600x
-    slower (8.8 s instead of 0.027 s for four 256x256 matrices, measured on the 2-core dev machine)."""
+    256x256 matrices and, when another process holds a core, its spinning threads made it hundreds of
+    times slower (measured: docs/engineering.md)."""
     if device.type != "cpu":
         yield
         return

@@ -17,6 +17,8 @@ import numpy as np
 from ..errors import InputError
 from .files import atomic_path
 
+# DICOM tags kept in an image's metadata under a plain name (registration: ``auto`` and the patient check).
+KEPT_DICOM_TAGS = {"0020|0052": "FrameOfReferenceUID", "0010|0020": "PatientID"}
 # Single-file formats only: a header + data pair (.nhdr, .mhd) could not be renamed atomically.
 WRITE_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".mha", ".png", ".tif", ".tiff")
 TWO_D_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -51,17 +53,28 @@ def read_image(path: Path | str, role: str = "image"):
             reader.SetFileNames(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), series[0]))
             reader.MetaDataDictionaryArrayUpdateOn()
             image = reader.Execute()
-            if reader.HasMetaDataKey(0, "0008|0060"):
-                image.SetMetaData("0008|0060", reader.GetMetaData(0, "0008|0060"))
-            return image
+            for tag in ("0008|0060", *KEPT_DICOM_TAGS):
+                if reader.HasMetaDataKey(0, tag):
+                    image.SetMetaData(tag, reader.GetMetaData(0, tag))
+            return _with_plain_names(image)
         if path.suffix.lower() == ".gz":
             _check_gzip_complete(path, role)
-        return sitk.ReadImage(str(path))
+        return _with_plain_names(sitk.ReadImage(str(path)))
     except InputError:
         raise
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[-1] if str(error).strip() else "unknown format"
         raise InputError(f"cannot read {role} {path}: {reason}") from None
+
+
+def _with_plain_names(image):
+    """``image`` with its DICOM frame of reference and patient ID also under 'FrameOfReferenceUID', 'PatientID'."""
+    for tag, name in KEPT_DICOM_TAGS.items():
+        if image.HasMetaDataKey(tag) and not image.HasMetaDataKey(name):
+            value = image.GetMetaData(tag).strip().strip("\x00").strip()
+            if value:
+                image.SetMetaData(name, value)
+    return image
 
 
 def _check_gzip_complete(path: Path, role: str) -> None:
@@ -213,14 +226,21 @@ def check_writable(path: Path | str) -> Path:
     path = Path(path)
     if full_suffix(path) not in WRITE_SUFFIXES:
         raise InputError(f"cannot write {path}: use one of {', '.join(WRITE_SUFFIXES)}")
+    check_folder_of(path)
+    if path.is_dir():
+        raise InputError(f"output path is a folder: {path}")
+    return path
+
+
+def check_folder_of(path: Path | str) -> Path:
+    """The folder an output file goes into, after checking that it exists and is writable (none is made)."""
+    path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise InputError(f"output folder does not exist: {folder}")
     if not os.access(folder, os.W_OK):
         raise InputError(f"output folder is not writable: {folder}")
-    if path.is_dir():
-        raise InputError(f"output path is a folder: {path}")
-    return path
+    return folder
 
 
 def check_output_folder(folder: Path | str, role: str = "output folder") -> Path:
