@@ -20,6 +20,7 @@ from EdgeFusionLib.cli import main
 from EdgeFusionLib.cohort import read_cohort, run_cohort
 from EdgeFusionLib.cohort.sidecar import input_sha256, sidecar_path
 from EdgeFusionLib.errors import InputError
+from EdgeFusionLib.fusion.methods import DEFAULT_METHOD
 from EdgeFusionLib.fusion.options import FusionOptions
 from EdgeFusionLib.io.files import atomic_path, partial_files_of
 from EdgeFusionLib.io.images import full_suffix
@@ -87,7 +88,7 @@ def write_csv(path: Path, rows: list[str]) -> Path:
 #: Rows on every kind of input and method (columns of HEADER); their lines are 2, 3, ... in a cohort file.
 GOOD_ROWS = [
     "sub-0/T1w.nii.gz,sub-0/ct.nii.gz,ct,,pixel-average,none",
-    "sub-1/T1w.nii.gz,sub-1/ct.nii.gz,ct,,,none",  # the task's default: local-activity, needs the weights
+    "sub-1/T1w.nii.gz,sub-1/ct.nii.gz,ct,,,none",  # the task's default: salient-activity, needs the weights
     "sub-2/T1w.nii.gz,sub-2/pet.nrrd,pet,sub-2/pet_fused.nrrd,sfnn-compensated,none",  # resampled onto the MRI grid
     "sub-0/T1w.nii.gz,sub-0/pet.nrrd,PET,sub-0/pet_sfnn.mha,sfnn,none",
     "atlas/mri.png,atlas/ct.png,ct,,guided-filter,",
@@ -260,9 +261,10 @@ def test_each_row_is_fused_as_edgefusion_fuse_fuses_it_with_a_sidecar(tmp_path, 
         assert sidecar["fingerprint"]["mri_sha256"] == hashlib.sha256((data / mri).read_bytes()).hexdigest()
         assert sidecar["fingerprint"]["other_sha256"] == hashlib.sha256((data / other).read_bytes()).hexdigest()
         assert sidecar["output"]["sha256"] == hashlib.sha256(output.read_bytes()).hexdigest()
-        assert sidecar["fingerprint"]["method"] == (method or "local-activity")  # the default, resolved
         task = f"MRI-{modality.upper()}"
-        latent = sidecar["fingerprint"]["method"] in ("local-activity", "sfnn", "sfnn-compensated")
+        # the task's default, resolved (salient-activity since the cross-validated choice, docs/results.md)
+        assert sidecar["fingerprint"]["method"] == (method or DEFAULT_METHOD[task])
+        latent = sidecar["fingerprint"]["method"] in ("salient-activity", "local-activity", "sfnn", "sfnn-compensated")
         assert sidecar["fingerprint"]["weights_sha256"] == (manifest["models"][task]["sha256"] if latent else None)
         assert sidecar["device"] == "cpu" and sidecar["seconds"] > 0
     fused = sitk.ReadImage(report.entries[2]["output"])
