@@ -261,8 +261,8 @@ def test_each_row_is_fused_as_edgefusion_fuse_fuses_it_with_a_sidecar(tmp_path, 
         assert sidecar["fingerprint"]["mri_sha256"] == hashlib.sha256((data / mri).read_bytes()).hexdigest()
         assert sidecar["fingerprint"]["other_sha256"] == hashlib.sha256((data / other).read_bytes()).hexdigest()
         assert sidecar["output"]["sha256"] == hashlib.sha256(output.read_bytes()).hexdigest()
-        assert sidecar["fingerprint"]["method"] == (method or DEFAULT_METHOD["MRI-CT"])  # the default, resolved
         task = f"MRI-{modality.upper()}"
+        assert sidecar["fingerprint"]["method"] == (method or DEFAULT_METHOD[task])  # the task's default, resolved
         latent = get_method(sidecar["fingerprint"]["method"]).needs_model
         assert sidecar["fingerprint"]["weights_sha256"] == (manifest["models"][task]["sha256"] if latent else None)
         assert sidecar["device"] == "cpu" and sidecar["seconds"] > 0

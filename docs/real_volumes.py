@@ -2,8 +2,8 @@
 
     python docs/real_volumes.py MRI OTHER MODALITY OUT.png [--slice Z] [--colormap hot] [--before-method M]
 
-MRI and OTHER are registered volumes on one grid (e.g. the other resampled onto the MRI with
-``EdgeFusionLib.registration``: ``sitk.Resample(other, mri, register(mri, other).transform)``).
+MRI and OTHER are volumes of one head. When they are not on one grid, OTHER is registered onto the
+MRI (``EdgeFusionLib.registration.register``, rigid) and resampled onto its grid first.
 Draws one slice: the MRI and the other as EdgeFusion windows them, the plain 50 % overlay a viewer
 shows, the fusion with the earlier windows (MRI [min, 99.5th percentile], counts [min(0, min),
 99.9th percentile]) and ``--before-method`` (default ``local-activity``), and the fusion with the
@@ -87,10 +87,14 @@ def main(argv=None) -> int:
     parser.add_argument("--colormap")
     parser.add_argument("--before-method", default="local-activity")
     args = parser.parse_args(argv)
-    mri = sitk.GetArrayFromImage(sitk.ReadImage(args.mri))
-    other = sitk.GetArrayFromImage(sitk.ReadImage(args.other))
-    if mri.shape != other.shape:
-        parser.error(f"the volumes must share one grid (register and resample first): {mri.shape} vs {other.shape}")
+    mri_image, other_image = sitk.ReadImage(args.mri), sitk.ReadImage(args.other)
+    if mri_image.GetSize() != other_image.GetSize():
+        from EdgeFusionLib.registration import register
+
+        transform = register(mri_image, other_image).transform
+        outside = float(sitk.GetArrayViewFromImage(other_image).min())
+        other_image = sitk.Resample(other_image, mri_image, transform, sitk.sitkLinear, outside, other_image.GetPixelID())
+    mri, other = sitk.GetArrayFromImage(mri_image), sitk.GetArrayFromImage(other_image)
     table = _colormap(args.colormap) if args.colormap else None
     before = fuse(mri, other, args.modality, args.before_method,
                   (earlier_window(mri, "mri"), earlier_window(other, args.modality)), table)
