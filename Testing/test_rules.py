@@ -124,3 +124,51 @@ def test_salient_activity_cleans_single_decisions_and_guards_bright_structures()
     assert w1.sum() == 144 - 14  # everything else from the MRI, as the map said
     fused = torch.lerp(ct, mri, w1)
     assert fused.max() == 1.0 and (fused[..., 0:2, 0:7] == 1.0).all()
+
+
+def test_the_guard_gives_back_only_the_salient_pixels_a_blend_darkened():
+    from EdgeFusionLib.fusion.salient import guard_salient
+
+    mri = torch.full((1, 1, 12, 12), 0.4)
+    ct = torch.full((1, 1, 12, 12), 0.3)
+    ct[..., 0:2, 0:7] = 1.0  # bone: the CT's brightest 10 % of the foreground
+    mri[..., 0:2, 0:7] = 0.1
+    mri[..., 8:10, 8:10] = 0.9  # bright MRI tissue (its brightest), kept by the blend below
+    blend = 0.5 * mri + 0.5 * ct
+    blend[..., 8:10, 8:10] = 0.8  # 0.1 darker than the MRI there: not a loss (< 0.25), left as it is
+    guarded = guard_salient(blend.clone(), mri, ct)
+    assert (guarded[..., 0:2, 0:7] == 1.0).all()  # the bone the blend halved (0.55) comes back whole
+    keep = torch.ones_like(mri, dtype=torch.bool)
+    keep[..., 0:2, 0:7] = False
+    assert torch.equal(guarded[keep], blend[keep])
+
+
+def test_sfnn_guarded_keeps_the_hot_spot_that_sfnn_compensated_darkens():
+    """On the SPECT phantom with the bundled weights: the compensated blend loses part of the hottest
+    uptake; the guarded rule loses none of either source's salient structures and changes nothing else
+    by more than the guard's drop."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    import EdgeFusionLib
+    from EdgeFusionLib.evaluation.metrics import SALIENT_LOSS_DROP, salient_loss_a, salient_loss_b
+    from EdgeFusionLib.fusion.engine import FusionEngine
+    from EdgeFusionLib.fusion.intensity import window_for
+    from EdgeFusionLib.fusion.pipeline import prepare_inputs
+
+    samples = EdgeFusionLib.RESOURCES_DIR / "SampleData"
+    mri, spect = prepare_inputs(sitk.ReadImage(str(samples / "EdgeFusionPhantom-MRI.nrrd")),
+                                sitk.ReadImage(str(samples / "EdgeFusionPhantom-SPECT.nrrd")), "spect")
+    mri01 = window_for(sitk.GetArrayViewFromImage(mri), "mri").apply(sitk.GetArrayViewFromImage(mri))
+    spect01 = window_for(sitk.GetArrayViewFromImage(spect), "spect").apply(sitk.GetArrayViewFromImage(spect))
+    middle = slice(8, 16)
+    compensated = FusionEngine("sfnn-compensated", "MRI-SPECT", "cpu").fuse_grey(mri01[middle], spect01[middle])
+    guarded = FusionEngine("sfnn-guarded", "MRI-SPECT", "cpu").fuse_grey(mri01[middle], spect01[middle])
+    losses = [(salient_loss_a(f, a, b), salient_loss_b(f, a, b))
+              for f, a, b in zip(guarded, mri01[middle], spect01[middle])]
+    compensated_losses = [(salient_loss_a(f, a, b), salient_loss_b(f, a, b))
+                          for f, a, b in zip(compensated, mri01[middle], spect01[middle])]
+    assert max(max(pair) for pair in losses) == 0.0
+    assert sum(map(sum, compensated_losses)) > 0.0
+    changed = np.abs(guarded - compensated) > 1e-6
+    assert changed.any() and (guarded[changed] > compensated[changed] + SALIENT_LOSS_DROP).all()

@@ -2,7 +2,7 @@
 
     for task in MRI-CT MRI-SPECT MRI-PET; do
         edgefusion evaluate --task $task --data ../shared/data/harvard --every 4 --cache out/cache \\
-            --methods salient-activity local-activity sfnn sfnn-compensated \\
+            --methods salient-activity sfnn-guarded local-activity sfnn sfnn-compensated \\
                       pixel-average pixel-max laplacian-pyramid dwt guided-filter \\
             --examples 0 --out out/evaluate-$task
     done

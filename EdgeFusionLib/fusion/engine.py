@@ -134,6 +134,7 @@ class FusionEngine:
         import torch
 
         from .rules import CompensatedRule, DecisionMapRule
+        from .salient import GuardedCompensatedRule, guard_salient
 
         device = torch.device(self.device)
         with torch.inference_mode():
@@ -148,6 +149,8 @@ class FusionEngine:
                 fused = torch.lerp(images[1], images[0], self._rule.select(*images, *latents))
             elif isinstance(self._rule, CompensatedRule):
                 fused = self._fuse_compensated(images, latents)
+                if isinstance(self._rule, GuardedCompensatedRule):
+                    fused = guard_salient(fused.clamp_(0, 1), *images)
             else:
                 fused = self._decode(self._rule(*latents))
             return fused.clamp_(0, 1)[:, 0].float().cpu().numpy()

@@ -272,9 +272,10 @@ LATENT_RULES: dict[str, LatentRule] = {
 
 
 def _register_salient() -> None:
-    from .salient import SALIENT_ACTIVITY  # salient.py builds on this module
+    from .salient import SALIENT_ACTIVITY, SFNN_GUARDED  # salient.py builds on this module
 
     LATENT_RULES["salient-activity"] = SALIENT_ACTIVITY
+    LATENT_RULES["sfnn-guarded"] = SFNN_GUARDED
 
 
 _register_salient()
