@@ -172,3 +172,14 @@ def test_background_alignment_gives_the_same_transform_and_progress(app, logic):
     transform = slicer.util.getNode("scanner CT to EdgeFusionPhantom-MRI (registration)")
     assert residual(transform, head_points(mri)).mean() < 1.0
     assert end.result_node.GetAttribute("EdgeFusion.Registration").startswith("rigid")
+
+
+def test_the_checkbox_view_survives_an_empty_volume(app, logic):
+    """The panel renders the checkbox on every change, also while a chosen volume has no voxels yet."""
+    from EdgeFusionMRML.controller import FusionController, FusionSettings
+
+    mri = sampledata.load_sample_volume("EdgeFusionPhantom-MRI", app.volumes_logic)
+    empty = app.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "empty CT")
+    controller = FusionController(logic, FusionSettings(mriVolume=mri, otherVolume=empty, modality="CT"))
+    view = controller.view()
+    assert "is empty" in view.problem and view.align_checked

@@ -247,7 +247,7 @@ class VolumeFusionLogic:
         from EdgeFusionLib.registration import decide_registration
 
         flat = next((f"volume '{node.GetName()}'" for node in (mri_node, other_node)
-                     if min(node.GetImageData().GetDimensions()) == 1), None)
+                     if node.GetImageData() is not None and min(node.GetImageData().GetDimensions()) == 1), None)
         return decide_registration(requested, flat=flat, mri_frame=self.frame_of_reference_uid(mri_node),
                                    other_frame=self.frame_of_reference_uid(other_node))
 
