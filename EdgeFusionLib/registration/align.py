@@ -34,6 +34,7 @@ from collections.abc import Callable
 import numpy as np
 
 from ..errors import FusionCancelled
+from ..fusion.intensity import otsu_threshold
 from .plausibility import (
     check_affine_gain,
     check_coverage,
@@ -216,19 +217,6 @@ def shrink_to(image, size_mm: float):
     sitk = _sitk()
     factors = [max(1, round(size_mm / spacing)) for spacing in image.GetSpacing()]
     return image if factors == [1, 1, 1] else sitk.BinShrink(image, factors)
-
-
-def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
-    """Otsu's threshold of a 1D sample of values."""
-    histogram, edges = np.histogram(values, bins=bins)
-    centres = (edges[:-1] + edges[1:]) / 2
-    weight_low = np.cumsum(histogram)
-    weight_high = weight_low[-1] - weight_low
-    sum_low = np.cumsum(histogram * centres)
-    mean_low = sum_low / np.maximum(weight_low, 1)
-    mean_high = (sum_low[-1] - sum_low) / np.maximum(weight_high, 1)
-    between = weight_low * weight_high * (mean_low - mean_high) ** 2
-    return float(centres[int(np.argmax(between[:-1]))])
 
 
 def head_mask(image):
