@@ -194,13 +194,10 @@ def run_fuse(args) -> int:
 
 def run_register(args) -> int:
     """Register OTHER onto MRI, write the transform (atomically) and print the summary line."""
-    from .io.images import check_folder_of, check_not_an_input, read_image
-    from .registration import RegistrationError, register, write_transform
+    from .io.images import check_not_an_input, read_image
+    from .registration import check_transform_path, register, write_transform
 
-    output = args.output
-    if output.suffix.lower() != ".tfm":
-        raise RegistrationError(f"cannot write the transform to {output}: use a .tfm file")
-    check_folder_of(output)
+    output = check_transform_path(args.output)
     check_not_an_input(output, {"MRI": args.mri, "other image": args.other})
     mri = read_image(args.mri, "MRI")
     other = read_image(args.other, "other image")

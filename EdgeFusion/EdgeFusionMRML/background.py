@@ -195,8 +195,8 @@ class BackgroundFusion:
         fused = sitk.ReadImage(str(self.job_folder / "fused.nrrd"))
         if not (self.job_folder / "registration.tfm").exists():
             return FusionResult(fused)
-        summary = json.loads((self.job_folder / "registration.json").read_text(encoding="utf-8"))["summary"]
-        return FusionResult(fused, read_transform(self.job_folder / "registration.tfm"), summary)
+        # The summary came with the worker's "registered" line (poll takes every line before the exit).
+        return FusionResult(fused, read_transform(self.job_folder / "registration.tfm"), self.status.registration)
 
     def close(self) -> None:
         """Stop the worker if it still runs and delete the job folder."""

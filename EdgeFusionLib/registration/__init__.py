@@ -14,8 +14,9 @@ from .plausibility import FRAME_OF_REFERENCE, is_volume, metadata
 from .result import Registration, RegistrationError, homogeneous_matrix
 
 REGISTRATION_CHOICES = ("auto", "none", "rigid", "affine")  # what a user can ask for
+TRANSFORM_SUFFIX = ".tfm"  # ITK's text format, which Slicer and ITK read
 
-__all__ = ["REGISTRATION_CHOICES", "Registration", "RegistrationError", "check_choice", "decide_registration",
+__all__ = ["REGISTRATION_CHOICES", "Registration", "RegistrationError", "check_choice", "check_transform_path", "decide_registration",
            "homogeneous_matrix",
            "read_transform", "register", "resolve_registration", "transform_path_for", "write_transform"]
 
@@ -68,11 +69,23 @@ def transform_path_for(output) -> Path:
 
     output = Path(output)
     suffix = full_suffix(output)
-    return output.with_name((output.name[:-len(suffix)] if suffix else output.name) + ".tfm")
+    return output.with_name((output.name[:-len(suffix)] if suffix else output.name) + TRANSFORM_SUFFIX)
+
+
+def check_transform_path(path) -> Path:
+    """``path`` as a Path, after checking that a transform can be written there: a .tfm file in an
+    existing, writable folder (callers check it before any work; :func:`write_transform` again)."""
+    from ..io.images import check_folder_of
+
+    path = Path(path)
+    if path.suffix.lower() != TRANSFORM_SUFFIX:
+        raise RegistrationError(f"cannot write the transform to {path}: use a {TRANSFORM_SUFFIX} file")
+    check_folder_of(path)
+    return path
 
 
 def write_transform(registration: Registration, path) -> None:
-    """Write the transform as an ITK transform file (.tfm or .txt), atomically.
+    """Write the transform as an ITK transform file (.tfm), atomically.
 
     A rigid transform is written as the equivalent ``AffineTransform_double_3_3`` (same matrix,
     centre and translation): the one linear type every ITK and Slicer version reads.
@@ -82,11 +95,7 @@ def write_transform(registration: Registration, path) -> None:
     from ..io.files import atomic_path
     from .result import linear_part
 
-    path = Path(path)
-    if path.suffix.lower() not in (".tfm", ".txt"):
-        raise RegistrationError(f"cannot write the transform to {path}: use a .tfm file")
-    if not path.parent.is_dir():
-        raise RegistrationError(f"output folder does not exist: {path.parent}")
+    path = check_transform_path(path)
     matrix, centre, translation = linear_part(registration.transform)
     affine = sitk.AffineTransform(matrix.ravel().tolist(), translation.tolist(), centre.tolist())
     with atomic_path(path) as temporary:
