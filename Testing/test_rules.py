@@ -126,8 +126,8 @@ def test_salient_activity_cleans_single_decisions_and_guards_bright_structures()
     assert fused.max() == 1.0 and (fused[..., 0:2, 0:7] == 1.0).all()
 
 
-def test_the_guard_gives_back_only_the_salient_pixels_a_blend_darkened():
-    from EdgeFusionLib.fusion.salient import guard_salient
+def test_the_guard_lifts_only_the_salient_pixels_a_blend_darkened_and_only_to_its_floor():
+    from EdgeFusionLib.fusion.salient import GUARD_DROP, guard_salient
 
     mri = torch.full((1, 1, 12, 12), 0.4)
     ct = torch.full((1, 1, 12, 12), 0.3)
@@ -135,24 +135,42 @@ def test_the_guard_gives_back_only_the_salient_pixels_a_blend_darkened():
     mri[..., 0:2, 0:7] = 0.1
     mri[..., 8:10, 8:10] = 0.9  # bright MRI tissue (its brightest), kept by the blend below
     blend = 0.5 * mri + 0.5 * ct
-    blend[..., 8:10, 8:10] = 0.8  # 0.1 darker than the MRI there: not a loss (< 0.25), left as it is
+    blend[..., 8:10, 8:10] = 0.8  # 0.1 darker than the MRI there: within the floor, left as it is
     guarded = guard_salient(blend.clone(), mri, ct)
-    assert (guarded[..., 0:2, 0:7] == 1.0).all()  # the bone the blend halved (0.55) comes back whole
+    # the bone the blend halved (0.55) is lifted to GUARD_DROP below the CT, no further
+    assert torch.allclose(guarded[..., 0:2, 0:7], torch.tensor(1.0 - GUARD_DROP))
     keep = torch.ones_like(mri, dtype=torch.bool)
     keep[..., 0:2, 0:7] = False
     assert torch.equal(guarded[keep], blend[keep])
 
 
+def test_the_floor_also_lifts_the_pixels_just_below_the_salient_level():
+    """A bone pixel just under the CT's salient level, darkened like the bone around it, is lifted
+    with it: lifting the bone alone would leave it a dark speck inside the bone."""
+    from EdgeFusionLib.fusion.salient import GUARD_DROP, guard_salient
+
+    ct = torch.full((1, 1, 20, 20), 0.3)
+    ct[..., 0:5, 0:10] = 1.0  # bone: 50 of 400 pixels, the CT's salient level is 1.0
+    ct[..., 5, 0] = 0.8  # just under that level: not salient itself, within the loss step of it
+    mri = torch.full((1, 1, 20, 20), 0.1)
+    blend = 0.5 * mri + 0.5 * ct
+    guarded = guard_salient(blend.clone(), mri, ct)
+    assert torch.allclose(guarded[..., 0:5, 0:10], torch.tensor(1.0 - GUARD_DROP))
+    assert guarded[0, 0, 5, 0] == pytest.approx(0.8 - GUARD_DROP)  # 0.45 in the blend
+    assert torch.equal(guarded[..., 6:, :], blend[..., 6:, :])  # the CT's soft tissue (0.3) is left as it is
+
+
 def test_sfnn_guarded_keeps_the_hot_spot_that_sfnn_compensated_darkens():
     """On the SPECT phantom with the bundled weights: the compensated blend loses part of the hottest
     uptake; the guarded rule loses none of either source's salient structures and changes nothing else
-    by more than the guard's drop."""
+    but the pixels it lifts, each to the guard's floor."""
     import numpy as np
     import SimpleITK as sitk
 
     import EdgeFusionLib
-    from EdgeFusionLib.evaluation.metrics import SALIENT_LOSS_DROP, salient_loss_a, salient_loss_b
+    from EdgeFusionLib.evaluation.metrics import salient_loss_a, salient_loss_b
     from EdgeFusionLib.fusion.engine import FusionEngine
+    from EdgeFusionLib.fusion.salient import GUARD_DROP
     from EdgeFusionLib.fusion.intensity import window_for
     from EdgeFusionLib.fusion.pipeline import prepare_inputs
 
@@ -171,4 +189,6 @@ def test_sfnn_guarded_keeps_the_hot_spot_that_sfnn_compensated_darkens():
     assert max(max(pair) for pair in losses) == 0.0
     assert sum(map(sum, compensated_losses)) > 0.0
     changed = np.abs(guarded - compensated) > 1e-6
-    assert changed.any() and (guarded[changed] > compensated[changed] + SALIENT_LOSS_DROP).all()
+    on_a_floor = [np.isclose(guarded, source - GUARD_DROP, atol=1e-6) for source in (mri01[middle], spect01[middle])]
+    assert changed.any() and (on_a_floor[0] | on_a_floor[1])[changed].all()
+    assert (compensated[changed] < guarded[changed]).all()

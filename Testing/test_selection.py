@@ -43,3 +43,18 @@ def test_needs_two_cases_and_a_method():
         selection.leave_one_case_out({"a": rows({"10": ([0.5], 0.0)})}, METRICS)
     with pytest.raises(ValueError, match="no methods"):
         selection.leave_one_case_out({}, METRICS)
+
+
+def test_a_method_that_leaves_specks_on_a_case_is_not_eligible():
+    records = {
+        "speckled": [{**row, "isolated_pixels": 3.0 if row["case"] == "20" else 0.0}
+                     for row in rows({"10": ([0.9], 0.0), "20": ([0.9], 0.0)})],
+        "clean": [{**row, "isolated_pixels": 1.0} for row in rows({"10": ([0.5], 0.0), "20": ([0.5], 0.0)})],
+    }
+    result = selection.leave_one_case_out(records, METRICS)
+    assert result["summary"]["speckled"]["isolated_pixels_worst_case"] == 3.0
+    assert result["eligible"] == ["clean"] and result["default"] == "clean"  # 1 per pair is the limit, included
+    assert selection.leave_one_case_out(records, METRICS, max_isolated_pixels=3.0)["default"] == "speckled"
+    assert "| `clean` | 2.00 | 2.00 | 2.00 | 0 of 2 | 0 of 2 | 0.00 % | 0.00 % | 1.00 |" in selection.markdown(result, "MRI-CT")
+    with pytest.raises(ValueError, match="isolated pixels at or below 0.5 per pair"):
+        selection.leave_one_case_out(records, METRICS, max_isolated_pixels=0.5)
