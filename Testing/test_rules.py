@@ -170,9 +170,9 @@ def test_sfnn_guarded_keeps_the_hot_spot_that_sfnn_compensated_darkens():
     import EdgeFusionLib
     from EdgeFusionLib.evaluation.metrics import salient_loss_a, salient_loss_b
     from EdgeFusionLib.fusion.engine import FusionEngine
-    from EdgeFusionLib.fusion.salient import GUARD_DROP
     from EdgeFusionLib.fusion.intensity import window_for
     from EdgeFusionLib.fusion.pipeline import prepare_inputs
+    from EdgeFusionLib.fusion.salient import GUARD_DROP
 
     samples = EdgeFusionLib.RESOURCES_DIR / "SampleData"
     mri, spect = prepare_inputs(sitk.ReadImage(str(samples / "EdgeFusionPhantom-MRI.nrrd")),

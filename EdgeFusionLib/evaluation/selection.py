@@ -56,7 +56,7 @@ def leave_one_case_out(records: Mapping[str, Sequence[dict]], metrics: Sequence[
 
     * ``cases``: the held-out cases, in order; ``folds``: per case, {"chosen", "held_out": {method: rank}};
     * ``summary``: per method, the mean, min and max of its held-out mean rank, how many folds chose it,
-      and the worst held-out salient losses (when the records have them);
+      and the worst held-out salient losses and isolated pixels (when the records have them);
     * ``eligible``: the methods whose worst-case salient losses are at most ``max_salient_loss`` and
       whose worst-case isolated pixels per pair are at most ``max_isolated_pixels`` (a measure the
       records lack does not exclude);
@@ -77,18 +77,18 @@ def leave_one_case_out(records: Mapping[str, Sequence[dict]], metrics: Sequence[
         held_out = mean_rank(_means(records, {case}, metrics), metrics)
         folds[case] = {"chosen": min(training_rank, key=training_rank.get), "held_out": held_out}
     votes = Counter(fold["chosen"] for fold in folds.values())
-    salient = [name for name in SALIENT_METRICS if (name.startswith("salient_loss") or name == "isolated_pixels")
-               and all(name in row for rows in records.values() for row in rows)]
-    limits = {name: max_isolated_pixels if name == "isolated_pixels" else max_salient_loss for name in salient}
+    limits = {name: max_isolated_pixels if name == "isolated_pixels" else max_salient_loss
+              for name in SALIENT_METRICS if (name.startswith("salient_loss") or name == "isolated_pixels")
+              and all(name in row for rows in records.values() for row in rows)}
     summary = {}
     for method in records:
         ranks = np.array([folds[case]["held_out"][method] for case in cases])
-        per_case = {case: _means({method: records[method]}, {case}, salient)[method] for case in cases}
+        per_case = {case: _means({method: records[method]}, {case}, list(limits))[method] for case in cases}
         summary[method] = {
             "mean": float(ranks.mean()), "min": float(ranks.min()), "max": float(ranks.max()),
             "first_on": int(sum(rank == min(folds[case]["held_out"].values()) for case, rank in zip(cases, ranks))),
             "chosen_by": votes.get(method, 0),
-            **{f"{name}_worst_case": max(per_case[case][name] for case in cases) for name in salient},
+            **{f"{name}_worst_case": max(per_case[case][name] for case in cases) for name in limits},
         }
     eligible = [method for method in records
                 if all(summary[method][f"{name}_worst_case"] <= limit for name, limit in limits.items())]
@@ -110,9 +110,9 @@ def markdown(result: dict, task: str) -> str:
     """The cross-validation table: methods by mean held-out rank, with the spread and the votes."""
     summary = result["summary"]
     cases = result["cases"]
-    salient = [key for key in next(iter(summary.values())) if key.endswith("_worst_case")]
+    worst_cases = [key for key in next(iter(summary.values())) if key.endswith("_worst_case")]
     header = ["method", "held-out mean rank ↓ (mean)", "min", "max", "first on (cases)", "chosen by (folds)",
-              *[_WORST_CASE_LABELS[key] for key in salient]]
+              *[_WORST_CASE_LABELS[key] for key in worst_cases]]
     title = (f"**{task}**, {len(cases)} cases held out in turn ({', '.join(cases)}); default by cross-validation: "
              f"`{result['default']}` (best held-out mean rank among the methods that lose at most "
              f"{MAX_SALIENT_LOSS:.0%} of either source's salient region and leave at most {MAX_ISOLATED_PIXELS:g} "
@@ -124,7 +124,7 @@ def markdown(result: dict, task: str) -> str:
         cells = [f"`{method}`", f"{row['mean']:.2f}", f"{row['min']:.2f}", f"{row['max']:.2f}",
                  f"{row['first_on']} of {len(cases)}", f"{row['chosen_by']} of {len(cases)}",
                  *[f"{row[key]:.2f}" if key == "isolated_pixels_worst_case" else f"{100 * row[key]:.2f} %"
-                   for key in salient]]
+                   for key in worst_cases]]
         lines.append("| " + " | ".join(cells) + " |")
     per_case = ["", "Held-out mean rank per case:", "",
                 "| method | " + " | ".join(cases) + " |", "|---|" + "---:|" * len(cases)]
